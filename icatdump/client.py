@@ -1,0 +1,214 @@
+"""The client interface: what dump and ingest need from an ICAT catalogue.
+
+Three implementations share this contract (and one contract test suite): the
+embedded SQLite catalogue, the SOAP client for a real ICAT, and the SOAP
+client pointed at ``icatdata serve``.  Everything above this layer talks in
+:class:`~icatdump.entity.Entity` objects and JPQL strings.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from .entity import Entity
+from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
+from .query import Query, literal
+from .schema import ATTRIBUTE, MANY, ONE, Schema
+
+
+class IcatError(Exception):
+    """An error as ICAT reports it: a type, a message and, for createMany,
+    the offset of the failing object."""
+
+    type = "INTERNAL"
+
+    def __init__(self, message, offset=None, type=None):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        if type is not None:
+            self.type = type
+
+    def __str__(self):
+        return "%s: %s" % (self.type, self.message)
+
+
+class ParameterError(IcatError):
+    type = "BAD_PARAMETER"
+
+
+class InternalError(IcatError):
+    type = "INTERNAL"
+
+
+class PrivilegesError(IcatError):
+    type = "INSUFFICIENT_PRIVILEGES"
+
+
+class NoSuchObjectError(IcatError):
+    type = "NO_SUCH_OBJECT_FOUND"
+
+
+class ObjectExistsError(IcatError):
+    type = "OBJECT_ALREADY_EXISTS"
+
+
+class SessionError(IcatError):
+    type = "SESSION"
+
+
+class ValidationError(IcatError):
+    type = "VALIDATION"
+
+
+class NotImplementedError_(IcatError):
+    type = "NOT_IMPLEMENTED"
+
+
+ERROR_TYPES = {cls.type: cls for cls in (
+    ParameterError, InternalError, PrivilegesError, NoSuchObjectError,
+    ObjectExistsError, SessionError, ValidationError, NotImplementedError_)}
+
+
+def error_for(type_name: str, message: str, offset=None) -> IcatError:
+    """Build the IcatError subclass for an ICAT exception type name."""
+    return ERROR_TYPES.get(type_name, IcatError)(message, offset, type_name)
+
+
+class SearchResultError(ValueError):
+    """A search that had to find exactly one object found none or several."""
+
+
+class Client(abc.ABC):
+    """A connection to one ICAT catalogue.
+
+    Subclasses set ``url``, ``apiversion`` and ``schema`` and implement the
+    abstract methods.  Entities passed to ``create_many`` may embed one-to-many
+    children; they are created in cascade and get their ids set.
+    """
+
+    url: str = ""
+    apiversion: str = ""
+    schema: Schema
+
+    # -- session --------------------------------------------------------------
+    def login(self, auth: str, credentials: dict) -> None:
+        """Log in; the embedded catalogue needs none and accepts any."""
+
+    def logout(self) -> None:
+        """End the session, if there is one."""
+
+    def refresh(self) -> None:
+        """Keep a long-running session alive (called once per chunk)."""
+
+    def close(self) -> None:
+        self.logout()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- operations -----------------------------------------------------------
+    @abc.abstractmethod
+    def search(self, query) -> list:
+        """Run a JPQL query; entities come back as :class:`Entity`."""
+
+    @abc.abstractmethod
+    def get(self, entity: str, id: int, includes: str = "") -> Entity:
+        """Fetch one object by id (``includes``: a get-query INCLUDE clause)."""
+
+    @abc.abstractmethod
+    def create_many(self, entities: list[Entity]) -> list[int]:
+        """Create objects (with embedded children) in one transaction."""
+
+    def create(self, entity: Entity) -> int:
+        return self.create_many([entity])[0]
+
+    @abc.abstractmethod
+    def update(self, entity: Entity) -> None:
+        """Overwrite an object's attributes and many-to-one relations."""
+
+    @abc.abstractmethod
+    def delete_many(self, entities: list[Entity]) -> None:
+        """Delete objects by id, cascading to their one-to-many children."""
+
+    def delete(self, entity: Entity) -> None:
+        self.delete_many([entity])
+
+    @property
+    def max_entities(self) -> int:
+        """How many objects one search may return, INCLUDEs counted."""
+        return 10000
+
+    # -- helpers shared by every client --------------------------------------
+    def new(self, name: str, **values) -> Entity:
+        """A new, not yet created object of entity type ``name``."""
+        return Entity(self.schema[name], values)
+
+    def assert_one(self, query) -> Entity:
+        result = self.search(query)
+        if len(result) != 1:
+            if not result:
+                raise SearchResultError('Nothing found on query: "%s"' % query)
+            raise SearchResultError('Search result is not unique, %d objects found on query: "%s"'
+                                    % (len(result), query))
+        return result[0]
+
+    def search_unique_key(self, key: str, objindex: dict | None = None) -> Entity:
+        """Find the object a unique key names (python-icat's searchUniqueKey).
+
+        ``objindex`` (key → Entity) is consulted first and filled with what is
+        found, at every nesting level.
+        """
+        if objindex is not None and key in objindex:
+            return objindex[key]
+        name, rest = split_key(key)
+        if name not in self.schema:
+            raise KeyError_("malformed key %r: unknown entity %r" % (key, name))
+        if is_generic(key):
+            raise KeyError_("key %r is not defined earlier in the file" % key)
+        etype = self.schema[name]
+        values = parse_attr_values(rest)
+        conditions = {}
+        for attr, raw in values.items():
+            f = etype.fields.get(attr)
+            if f is None:
+                if attr == "id":
+                    conditions["id"] = "= %d" % int(raw)
+                continue
+            if f.kind == ATTRIBUTE:
+                conditions[attr] = "= " + literal(unquote(raw))
+            elif f.kind == ONE:
+                related = self.search_unique_key("%s_%s" % (f.type, raw), objindex)
+                conditions[attr + ".id"] = "= %d" % related.id
+            else:
+                raise KeyError_("malformed key %r: %s is a one-to-many relation" % (key, attr))
+        obj = self.assert_one(Query(name, conditions=conditions))
+        if objindex is not None:
+            objindex[key] = obj
+        return obj
+
+    searchUniqueKey = search_unique_key
+
+    def search_matching(self, obj: Entity, includes=None) -> Entity:
+        """The existing object with the same uniqueness constraint as ``obj``."""
+        etype = obj.type
+        if not etype.constraint:
+            raise ValueError("%s has no uniqueness constraint" % etype.name)
+        conditions = {}
+        for c in etype.constraint:
+            f = etype.fields[c]
+            v = obj.values.get(c)
+            if f.kind == ONE:
+                if v is None or v.id is None:
+                    raise ValueError("%s: relation %s is not set" % (etype.name, c))
+                conditions[c + ".id"] = "= %d" % v.id
+            elif v is None:
+                conditions[c] = "IS NULL"
+            else:
+                conditions[c] = "= " + literal(v)
+        if includes is None:
+            includes = list(etype.ones)
+        return self.assert_one(Query(etype.name, conditions=conditions, includes=includes))

@@ -1,0 +1,131 @@
+"""Entity objects: one ICAT object with its attributes and relations.
+
+An :class:`Entity` is deliberately small: its type (an
+:class:`~icatdump.schema.EntityType`), its ``id`` (``None`` until it exists in
+a catalogue) and one dict of values.  Attributes hold Python values (str, int,
+float, bool, aware datetime), many-to-one relations hold another Entity or
+``None``, one-to-many relations hold a list of Entities.  No transport type
+(suds, SQLite rows) ever leaks into it.
+"""
+
+from __future__ import annotations
+
+from .keys import quote, strip_name
+from .schema import ATTRIBUTE, MANY, ONE, EntityType
+
+
+class DataConsistencyError(ValueError):
+    """An object lacks what its unique key needs."""
+
+
+class Entity:
+    __slots__ = ("type", "id", "values")
+
+    def __init__(self, etype: EntityType, values: dict | None = None, id: int | None = None):
+        self.type = etype
+        self.id = id
+        self.values = values if values is not None else {}
+
+    # -- python-icat style access ------------------------------------------
+    @property
+    def BeanName(self) -> str:
+        return self.type.name
+
+    @property
+    def instancetype(self) -> str:
+        return self.type.instance_name
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: expose fields as attributes.
+        try:
+            etype = object.__getattribute__(self, "type")
+        except AttributeError:
+            raise AttributeError(name) from None
+        if etype.has(name):
+            name = etype.aliases.get(name, name)
+            default = [] if etype.fields[name].kind == MANY else None
+            return self.values.get(name, default)
+        raise AttributeError("%s has no field %r" % (etype.name, name))
+
+    def get(self, name, default=None):
+        return self.values.get(name, default)
+
+    def __repr__(self):
+        return "<%s id=%s %s>" % (self.type.name, self.id, {
+            k: v for k, v in self.values.items() if self.type.fields[k].kind == ATTRIBUTE})
+
+    # -- keys ---------------------------------------------------------------
+    def unique_key(self, keyindex: dict | None = None) -> str:
+        """python-icat's ``getUniqueKey``: ``BeanName_attr-value_rel-(...)``.
+
+        ``keyindex`` maps ``(BeanName, id)`` to keys already built; it is both
+        consulted and filled, so a related object's key is built only once.
+        """
+        kid = (self.type.name, self.id)
+        if keyindex is not None and self.id is not None:
+            key = keyindex.get(kid)
+            if key is not None:
+                return key
+        parts = [self.type.name]
+        fields = self.type.fields
+        for c in self.type.key_fields:
+            if c == "id":
+                parts.append("id-" + quote(self.id))
+                continue
+            f = fields[c]
+            if f.kind == ONE:
+                related = self.values.get(c)
+                if related is None:
+                    raise DataConsistencyError(
+                        "Required relation '%s' not present in %s" % (c, self.type.name))
+                parts.append("%s-(%s)" % (c, strip_name(related.unique_key(keyindex))))
+            else:
+                value = self.values.get(c)
+                parts.append("%s-%s" % (c, quote(_key_text(value))))
+        key = "_".join(parts)
+        if keyindex is not None and self.id is not None:
+            keyindex[kid] = key
+        return key
+
+    getUniqueKey = unique_key
+
+    def sortkey(self) -> list:
+        """python-icat's ``__sortkey__``: the order of objects in a dump."""
+        key = [self.type.name]
+        fields = self.type.fields
+        for a in self.type.sort_fields:
+            if a == "id":
+                key.append(str(self.id) if self.id is not None else "")
+                continue
+            f = fields.get(a)
+            if f is None:
+                continue
+            v = self.values.get(a)
+            if f.kind == ATTRIBUTE:
+                key.append("" if v is None else _key_text(v))
+            elif f.kind == ONE:
+                key.append(v.sortkey() if v is not None else [])
+            else:
+                key.append(sorted(c.sortkey() for c in (v or ())))
+        return key
+
+    # -- structure ------------------------------------------------------------
+    def children(self):
+        """Yield ``(relation name, child)`` for every embedded one-to-many child."""
+        for name in self.type.manys:
+            for child in self.values.get(name) or ():
+                yield name, child
+
+    def truncate_relations(self):
+        """Drop one-to-many lists, keep attributes and many-to-one relations."""
+        for name in self.type.manys:
+            self.values.pop(name, None)
+
+    def count(self) -> int:
+        """This object plus all its embedded descendants."""
+        return 1 + sum(child.count() for _, child in self.children())
+
+
+def _key_text(value) -> str:
+    """``str()`` of a value as python-icat would see it from suds."""
+    return str(value)

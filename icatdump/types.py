@@ -1,0 +1,135 @@
+"""Attribute values: conversion by schema type, and their text in dump files.
+
+Files carry values as text (XML) or as YAML scalars whose YAML type may not be
+the ICAT type (YAML 1.1 reads ``1e+300`` as a string, ``'7.3'`` is quoted on
+purpose).  Every value is therefore converted by the *schema* type of its
+attribute, never by the type the parser happened to give it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+from .schema import ENUMS, Field
+
+UTC = _dt.timezone.utc
+
+_TRUE = {"1", "yes", "y", "true", "t", "on"}
+_FALSE = {"0", "no", "n", "false", "f", "off"}
+
+
+class ValueProblem(ValueError):
+    """A value that cannot be converted to its attribute's type."""
+
+
+def parse_datetime(value) -> _dt.datetime:
+    """ISO 8601 text (offset or ``Z``; naive means UTC) → aware UTC datetime."""
+    if isinstance(value, _dt.datetime):
+        dt = value
+    elif isinstance(value, _dt.date):
+        dt = _dt.datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            dt = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueProblem("invalid date/time %r" % text) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def to_python(f: Field, value, entity: str = "?"):
+    """Convert a file or wire value to the canonical Python value of field ``f``.
+
+    ``None`` and the empty string (an empty XML element) give ``None``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        raise ValueProblem("%s.%s: expected a single value, got a %s"
+                           % (entity, f.name, type(value).__name__))
+    t = f.type
+    if t == "String":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, _dt.datetime):
+            return format_datetime(value)
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return None
+    else:
+        text = None
+    try:
+        if t in ("Long", "Integer"):
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(text)
+        if t == "Double":
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value if text is None else text)
+            if math.isnan(result) and text is not None and text.lower() != "nan":
+                raise ValueError
+            return result
+        if t == "boolean":
+            if isinstance(value, bool):
+                return value
+            low = str(value).strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if t == "Date":
+            return parse_datetime(value)
+    except ValueProblem as exc:
+        raise ValueProblem("%s.%s: %s" % (entity, f.name, exc)) from None
+    except (ValueError, TypeError, OverflowError):
+        raise ValueProblem("%s.%s: %r is not a valid %s"
+                           % (entity, f.name, value, t)) from None
+    if t in ENUMS:
+        text = str(value).strip()
+        if text.startswith("org.icatproject."):
+            text = text.rsplit(".", 1)[1]
+        if text not in ENUMS[t]:
+            raise ValueProblem("%s.%s: %r is not one of %s"
+                               % (entity, f.name, value, ", ".join(ENUMS[t])))
+        return text
+    return value
+
+
+def format_datetime(dt: _dt.datetime) -> str:
+    """A datetime as python-icat writes it: UTC, ``isoformat()``, ``+00:00``."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat()
+
+
+def to_text(value) -> str:
+    """An attribute value as python-icat's XML writer writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, _dt.datetime):
+        return format_datetime(value)
+    return str(value)
+
+
+def to_yaml(value):
+    """An attribute value as python-icat's YAML writer passes it to PyYAML."""
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, _dt.datetime):
+        return format_datetime(value)
+    return str(value)
