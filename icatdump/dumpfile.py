@@ -1,0 +1,580 @@
+"""Dump files: the format-independent half of reading and writing them.
+
+A dump file is a header followed by *chunks*; each chunk holds object
+definitions that refer to each other by key (ICAT-FACTS §4, §5).  The classes
+here own everything that does not depend on the format:
+
+* :class:`DumpFileReader` turns the raw records a backend parses into
+  :class:`~icatdump.entity.Entity` objects: it checks names against the
+  schema, converts values by their schema type and resolves references
+  through the chunk's key index, the retained index and the catalogue.
+* :class:`DumpFileWriter` runs the queries of a chunk, orders the objects as
+  python-icat does, assigns keys (unique or generic numbered ones) and hands
+  each object to the backend as a :class:`Record` with its references
+  already turned into keys.
+* The backend registry: :func:`register_backend`, :data:`Backends`,
+  :func:`open_dumpfile`, and discovery of plugin backends through the
+  ``icatdump.backends`` entry-point group.
+
+A backend therefore only parses (``getdata`` + ``parse_chunk``) and
+serializes (``head`` + ``startdata`` + ``write_record`` + ``finalize``).
+The method names of python-icat's ``icat.dumpfile`` are all kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections import ChainMap, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .client import Client, SearchResultError
+from .entity import DataConsistencyError, Entity
+from .keys import KeyError_, is_generic
+from .query import Query, literal
+from .schema import ATTRIBUTE, MANY, ONE, EntityType
+from .types import ValueProblem, to_python
+
+
+class DataFileError(ValueError):
+    """A problem with the content of a data file, with where it is.
+
+    ``str()`` gives one line: file, chunk, line, key, then the cause.
+    """
+
+    def __init__(self, cause, file=None, chunk=None, line=None, key=None):
+        super().__init__(cause)
+        self.cause, self.file, self.chunk, self.line, self.key = cause, file, chunk, line, key
+
+    def __str__(self):
+        where = []
+        if self.file:
+            where.append(str(self.file))
+        if self.chunk:
+            where.append("chunk %d" % self.chunk)
+        if self.line:
+            where.append("line %d" % self.line)
+        if self.key:
+            where.append(self.key)
+        return "%s: %s" % (", ".join(where), self.cause) if where else str(self.cause)
+
+
+def retained_types(schema) -> frozenset[str]:
+    """Entity types whose keys stay valid across chunks.
+
+    They have no uniqueness constraint (so a later chunk cannot find them in
+    the catalogue by key) but have one-to-many relations (so they are worth
+    referring to): DataCollection and Study.
+    """
+    return frozenset(et.name for et in schema if et.manys and et.key_fields == ("id",))
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+@dataclass
+class RawRef:
+    """A many-to-one reference as written in a file: by key or by attributes.
+
+    ``attrs`` (XML only) maps attribute paths to values; a path ending in
+    ``.ref`` holds a key (``investigation.ref="inv_1"``).
+    """
+    key: str | None = None
+    attrs: dict | None = None
+
+
+@dataclass
+class RawObject:
+    """One object definition as a backend parsed it, not yet checked.
+
+    ``fields`` is a list of ``(name, value)``; a value is a scalar (str, int,
+    float, bool, datetime, None), a :class:`RawRef`, a key string (for a
+    many-to-one relation), a child :class:`RawObject` or a list of them.
+    ``ref_only`` marks an XML ``<xxxRef id=...>`` declaration that names an
+    existing object instead of defining a new one.
+    """
+    tag: str
+    key: str | None = None
+    fields: list = field(default_factory=list)
+    line: int | None = None
+    ref_only: bool = False
+
+
+class DumpFileReader:
+    """Base class of the backends that read a data file.
+
+    ``infile`` is a file object opened in :attr:`mode`, a path, or ``"-"``
+    for standard input.  Subclasses implement :meth:`getdata` (iterate over
+    chunks) and :meth:`parse_chunk` (iterate over a chunk's
+    :class:`RawObject` records).
+    """
+
+    mode = "r"
+
+    #: How many resolved references are kept across chunks.
+    cache_size = 100_000
+
+    def __init__(self, client: Client, infile):
+        self.client = client
+        self.schema = client.schema
+        self._closefile = False
+        if hasattr(infile, "read"):
+            self.infile = infile
+            self.name = getattr(infile, "name", "<stream>")
+        elif infile == "-":
+            self.infile = sys.stdin.buffer if "b" in self.mode else sys.stdin
+            self.name = "<stdin>"
+        else:
+            self.name = os.fspath(infile)
+            self.infile = open(infile, self.mode)
+            self._closefile = True
+        self._retain = retained_types(self.schema)
+        self.objindex: dict = {}
+        self.chunk_number = 0
+        # References resolved in the catalogue, kept across chunks: static
+        # data (Facility, ParameterType, User...) is searched once per run.
+        self._ref_cache: OrderedDict = OrderedDict()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self._closefile:
+            self.infile.close()
+            self._closefile = False
+
+    # -- backend interface ----------------------------------------------------
+    def getdata(self) -> Iterator[Any]:
+        """Iterate over the chunks of the file (backend-specific objects)."""
+        raise NotImplementedError
+
+    def parse_chunk(self, data) -> Iterator[RawObject]:
+        """Iterate over the object definitions of one chunk, in restore order."""
+        raise NotImplementedError
+
+    # -- python-icat's API ----------------------------------------------------
+    def getobjs_from_data(self, data, objindex) -> Iterator[tuple[str | None, Entity]]:
+        """Iterate over ``(key, object)`` for the objects of one chunk.
+
+        Objects are new (not yet created); their references are resolved.
+        ``<xxxRef>`` declarations are resolved and indexed, not yielded.
+        """
+        for raw in self.parse_chunk(data):
+            try:
+                if raw.ref_only:
+                    if raw.key:
+                        objindex[raw.key] = self._resolve_ref(
+                            self.schema.by_instance_name(_ref_tag(raw.tag)).name,
+                            RawRef(attrs=dict(raw.fields)), objindex)
+                    continue
+                etype = self._entity_type(raw.tag)
+                yield raw.key, self._build(etype, raw, objindex)
+            except DataFileError as exc:
+                exc.line = exc.line or raw.line
+                exc.key = exc.key or raw.key
+                exc.chunk = exc.chunk or self.chunk_number
+                exc.file = exc.file or self.name
+                raise
+            except (ValueProblem, KeyError_, SearchResultError, DataConsistencyError) as exc:
+                raise DataFileError(str(exc), self.name, self.chunk_number, raw.line, raw.key) from None
+
+    def getobjs(self, objindex=None) -> Iterator[Entity]:
+        """Iterate over all objects of the file, as python-icat does.
+
+        Each object is indexed under its key once the caller has processed
+        it (created it); its embedded children are then dropped to save
+        memory.  Local keys are valid within their chunk only, except for
+        the retained types (DataCollection, Study).
+        """
+        reset = objindex is None
+        for chunk in self.chunks():
+            self.client.refresh()
+            if reset:
+                objindex = ChainMap({}, self.objindex)
+            for key, obj in self.getobjs_from_data(chunk, objindex):
+                yield obj
+                obj.truncate_relations()
+                if key:
+                    if obj.type.name in self._retain:
+                        self.objindex[key] = obj
+                    else:
+                        objindex[key] = obj
+
+    def chunks(self) -> Iterator[Any]:
+        """Iterate over the chunks, keeping :attr:`chunk_number` current."""
+        self.chunk_number = 0
+        for data in self.getdata():
+            self.chunk_number += 1
+            yield data
+
+    def index_object(self, objindex, key, obj):
+        """Register a just-read object under its key (before it is created)."""
+        if key:
+            if obj.type.name in self._retain:
+                self.objindex[key] = obj
+            else:
+                objindex[key] = obj
+
+    # -- building entities ------------------------------------------------------
+    def _entity_type(self, tag) -> EntityType:
+        try:
+            return self.schema.by_instance_name(tag)
+        except KeyError:
+            raise DataFileError("unknown entity type '%s'" % tag) from None
+
+    def _build(self, etype: EntityType, raw: RawObject, objindex, parent_rel=None) -> Entity:
+        values = {}
+        fields = etype.fields
+        for name, value in raw.fields:
+            fname = etype.aliases.get(name, name)
+            f = fields.get(fname)
+            if f is None or (parent_rel is not None and fname == parent_rel):
+                raise DataFileError("invalid attribute '%s' in %s" % (name, etype.instance_name),
+                                    line=raw.line)
+            if f.kind == ATTRIBUTE:
+                if isinstance(value, (RawRef, RawObject)):
+                    raise DataFileError("%s.%s: expected a value, got a reference or object"
+                                        % (etype.name, fname), line=raw.line)
+                values[fname] = to_python(f, value, etype.name)
+            elif f.kind == ONE:
+                if value is None or value == "":
+                    continue
+                if isinstance(value, str):
+                    value = RawRef(key=value)
+                if not isinstance(value, RawRef):
+                    raise DataFileError("%s.%s: expected a reference to a %s"
+                                        % (etype.name, fname, f.type), line=raw.line)
+                values[fname] = self._resolve_ref(f.type, value, objindex)
+            else:
+                children = value if isinstance(value, list) else [value]
+                child_type = self.schema[f.type]
+                built = values.setdefault(fname, [])
+                for child in children:
+                    if isinstance(child, dict):
+                        child = RawObject(child_type.instance_name, None, list(child.items()), raw.line)
+                    if not isinstance(child, RawObject):
+                        raise DataFileError("%s.%s: expected embedded %s objects"
+                                            % (etype.name, fname, child_type.instance_name),
+                                            line=raw.line)
+                    built.append(self._build(child_type, child, objindex, f.mapped_by))
+        return Entity(etype, values)
+
+    def _resolve_ref(self, target: str, ref: RawRef, objindex) -> Entity:
+        """The object a reference names: chunk index, retained index, cache, catalogue."""
+        if ref.key is not None:
+            key = ref.key
+            obj = objindex.get(key) if objindex is not None else None
+            if obj is None:
+                obj = self.objindex.get(key)
+            if obj is None:
+                obj = self._ref_cache.get(key)
+                if obj is not None:
+                    self._ref_cache.move_to_end(key)
+            if obj is None:
+                if is_generic(key):
+                    raise DataFileError("reference '%s' is not defined earlier in the file" % key)
+                try:
+                    obj = self.client.search_unique_key(key, None)
+                except SearchResultError:
+                    raise DataFileError("reference '%s' not found in the file or the catalogue"
+                                        % key) from None
+                self._remember(key, obj)
+        else:
+            cache_key = (target,) + tuple(sorted(ref.attrs.items()))
+            obj = self._ref_cache.get(cache_key)
+            if obj is None:
+                obj = self._search_by_attributes(target, ref.attrs, objindex)
+                # References to other local keys make the result chunk-local.
+                if not any(k.endswith(".ref") for k in ref.attrs):
+                    self._remember(cache_key, obj)
+        if obj.type.name != target:
+            raise DataFileError("reference '%s' names a %s, expected a %s"
+                                % (ref.key or ref.attrs, obj.type.name, target))
+        return obj
+
+    def _remember(self, key, obj):
+        # Keep only the id: the cache must not pin whole object graphs.
+        self._ref_cache[key] = Entity(obj.type, {}, obj.id) if obj.id is not None else obj
+        if len(self._ref_cache) > self.cache_size:
+            self._ref_cache.popitem(last=False)
+
+    def _search_by_attributes(self, target, attrs, objindex) -> Entity:
+        conditions = {}
+        for path, value in attrs.items():
+            if path.endswith(".ref") or path == "ref":
+                relpath = path[:-4]
+                reltype = self._path_type(target, relpath)
+                related = self._resolve_ref(reltype, RawRef(key=value), objindex)
+                if related.id is None:
+                    raise DataFileError("reference '%s' is to an object not yet created" % value)
+                conditions[(relpath + "." if relpath else "") + "id"] = "= %d" % related.id
+            else:
+                conditions[path] = "= " + literal(value)
+        query = Query(target, conditions=conditions)
+        try:
+            return self.client.assert_one(query)
+        except SearchResultError as exc:
+            raise DataFileError("reference by attributes %s: %s" % (attrs, exc)) from None
+
+    def _path_type(self, target, path):
+        etype = self.schema[target]
+        if not path:
+            return target
+        for part in path.split("."):
+            f = etype.fields.get(part)
+            if f is None or f.kind != ONE:
+                raise DataFileError("invalid reference path '%s' for %s" % (path, target))
+            etype = self.schema[f.type]
+        return etype.name
+
+
+def _ref_tag(tag: str) -> str:
+    return tag[:-3] if tag.endswith("Ref") else tag
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Record:
+    """One object ready to serialize: the backend's whole view of it.
+
+    ``attrs``: ``(name, value)`` sorted by name, None left out, values as
+    Python values.  ``refs``: ``(name, key)`` sorted by name.  ``children``:
+    ``(relation, [Record, ...])`` sorted by name, items in python-icat's order.
+    """
+    type: EntityType
+    attrs: list
+    refs: list
+    children: list
+
+
+class DumpFileWriter:
+    """Base class of the backends that write a data file.
+
+    ``outfile`` is a file object opened in :attr:`mode`, a path or ``"-"``.
+    A path is written under a temporary name in the same directory and
+    renamed when the file is complete; on error the temporary file is
+    removed and an existing file of that name is left untouched.
+    Subclasses implement :meth:`head`, :meth:`startdata`,
+    :meth:`write_record` and :meth:`finalize`.
+    """
+
+    mode = "w"
+
+    def __init__(self, client: Client, outfile):
+        self.client = client
+        self.schema = client.schema
+        self._closefile = False
+        self._final_name = None
+        if hasattr(outfile, "write"):
+            self.outfile = outfile
+        elif outfile == "-":
+            self.outfile = sys.stdout.buffer if "b" in self.mode else sys.stdout
+        else:
+            path = os.fspath(outfile)
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, self._tmp_name = tempfile.mkstemp(
+                prefix="." + os.path.basename(path) + ".", suffix=".part", dir=directory)
+            self.outfile = os.fdopen(fd, self.mode)
+            self._final_name = path
+            self._closefile = True
+        self.idcounter: dict[str, int] = {}
+        self._retain = retained_types(self.schema)
+        self.keyindex: dict = {}
+        self.objects_written = 0
+
+    def __enter__(self):
+        self.head()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.finalize()
+            self.close()
+        else:
+            self.abort()
+
+    def close(self):
+        """Finish writing: flush, close and move the file to its final name."""
+        if self._closefile:
+            self.outfile.flush()
+            os.fsync(self.outfile.fileno())
+            self.outfile.close()
+            self._closefile = False
+            os.replace(self._tmp_name, self._final_name)
+        else:
+            self.outfile.flush()
+
+    def abort(self):
+        """Give up: remove the partial file, leave any existing one alone."""
+        if self._closefile:
+            self.outfile.close()
+            self._closefile = False
+            try:
+                os.unlink(self._tmp_name)
+            except FileNotFoundError:
+                pass
+
+    # -- backend interface ----------------------------------------------------
+    def head(self):
+        """Write the file header."""
+        raise NotImplementedError
+
+    def startdata(self):
+        """Start a new chunk (writing out the previous one, if any)."""
+        raise NotImplementedError
+
+    def write_record(self, key: str, record: Record):
+        """Add one object to the current chunk."""
+        raise NotImplementedError
+
+    def finalize(self):
+        """Write out the last chunk and close the file's structure."""
+        raise NotImplementedError
+
+    # -- python-icat's API ----------------------------------------------------
+    def writeobj(self, key: str, obj: Entity, keyindex):
+        """Add an object to the current chunk, its references as keys."""
+        self.write_record(key, self.record(obj, keyindex))
+        self.objects_written += 1
+
+    def writeobjs(self, objs, keyindex, chunksize=100):
+        """Write the objects a query finds (or a list of objects).
+
+        Objects are written in python-icat's order.  Types without a
+        uniqueness constraint get generic numbered keys (``Rule_00000001``),
+        counted per type over the whole file.
+        """
+        if isinstance(objs, (str, Query)):
+            objs = self.search_all(objs, chunksize)
+        for obj in sorted(objs, key=Entity.sortkey):
+            name = obj.type.name
+            if obj.type.key_fields == ("id",):
+                n = self.idcounter[name] = self.idcounter.get(name, 0) + 1
+                key = "%s_%08d" % (name, n)
+                index = self.keyindex if name in self._retain else keyindex
+                index[(name, obj.id)] = key
+            else:
+                key = obj.unique_key(keyindex)
+            self.writeobj(key, obj, keyindex)
+
+    def writedata(self, objs, keyindex=None, chunksize=100):
+        """Write one chunk: ``objs`` yields queries or lists of objects."""
+        self.client.refresh()
+        if keyindex is None:
+            keyindex = ChainMap({}, self.keyindex)
+        self.startdata()
+        for o in objs:
+            self.writeobjs(o, keyindex, chunksize=chunksize)
+
+    def search_all(self, query, chunksize=100):
+        """All results of a query, fetched in pages of ``chunksize``."""
+        text = str(query)
+        results, skip = [], 0
+        while True:
+            page = self.client.search("%s LIMIT %d, %d" % (text, skip, chunksize))
+            results.extend(page)
+            if len(page) < chunksize:
+                return results
+            skip += chunksize
+
+    # -- serialization helpers --------------------------------------------------
+    def record(self, obj: Entity, keyindex, parent_rel: str | None = None) -> Record:
+        """The :class:`Record` of an object: what a backend writes of it."""
+        etype = obj.type
+        values = obj.values
+        attrs = [(n, values[n]) for n in etype.attrs if values.get(n) is not None]
+        refs = []
+        for n, f in etype.ones.items():
+            if n == parent_rel:
+                continue
+            related = values.get(n)
+            if related is not None:
+                refs.append((n, related.unique_key(keyindex)))
+        children = []
+        for n, f in etype.manys.items():
+            items = values.get(n)
+            if items:
+                ordered = sorted(items, key=Entity.sortkey)
+                children.append((n, [self.record(c, keyindex, f.mapped_by) for c in ordered]))
+        return Record(etype, attrs, refs, children)
+
+
+# ---------------------------------------------------------------------------
+# Backend registry
+# ---------------------------------------------------------------------------
+
+#: Known backends: format name → (reader class, writer class).
+Backends: dict[str, tuple[type, type]] = {}
+
+#: Where each backend came from (for ``--list-formats``).
+BackendOrigins: dict[str, str] = {}
+
+_registered_in_code: set[str] = set()
+_discovered = False
+
+ENTRY_POINT_GROUP = "icatdump.backends"
+
+
+def register_backend(formatname: str, reader, writer):
+    """Register a backend in code; it wins over an entry point of that name."""
+    Backends[formatname] = (reader, writer)
+    BackendOrigins[formatname] = "registered by %s" % getattr(reader, "__module__", "?")
+    _registered_in_code.add(formatname)
+
+
+def discover_backends(warn=True) -> dict[str, tuple[type, type]]:
+    """Load the backends of the ``icatdump.backends`` entry-point group, once.
+
+    A plugin that fails to load is skipped with a one-line warning; the
+    other formats keep working.
+    """
+    global _discovered
+    if _discovered:
+        return Backends
+    _discovered = True
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _registered_in_code or ep.name in Backends:
+            continue
+        try:
+            obj = ep.load()
+            reader, writer = obj.reader, obj.writer
+        except Exception as exc:  # a broken plugin must not break the others
+            if warn:
+                warnings.warn("icatdump: format plugin %s (%s) not loaded: %s: %s"
+                              % (ep.name, ep.value, type(exc).__name__, exc),
+                              RuntimeWarning, stacklevel=2)
+            continue
+        Backends[ep.name] = (reader, writer)
+        dist = getattr(ep, "dist", None)
+        BackendOrigins[ep.name] = "%s (%s)" % (ep.value, dist.name if dist else "entry point")
+    return Backends
+
+
+def get_backend(formatname: str) -> tuple[type, type]:
+    discover_backends()
+    try:
+        return Backends[formatname]
+    except KeyError:
+        raise ValueError("unknown data file format '%s' (known: %s)"
+                         % (formatname, ", ".join(sorted(Backends)))) from None
+
+
+def open_dumpfile(client: Client, f, formatname: str, mode: str):
+    """Open a data file for reading (``mode="r"``) or writing (``"w"``)."""
+    reader, writer = get_backend(formatname)
+    if mode == "r":
+        return reader(client, f)
+    if mode == "w":
+        return writer(client, f)
+    raise ValueError("invalid file mode '%s'" % mode)
