@@ -1,0 +1,207 @@
+"""What the commands share: opening a catalogue, sniffing formats, errors.
+
+Exit codes, the same for every command:
+0 success, 1 a data problem (bad file, duplicate, validation),
+2 a usage or configuration problem, 3 a connection or server problem.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import sys
+import traceback
+
+import click
+
+from ..client import IcatError, SessionError
+from ..dumpfile import DataFileError, discover_backends, BackendOrigins, Backends
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
+
+
+class UsageProblem(Exception):
+    """A problem with how the command was called (exit 2)."""
+
+
+class ServerProblem(Exception):
+    """A connection or server problem (exit 3)."""
+
+
+def fail(message: str, code: int):
+    click.echo("%s: error: %s" % (_prog(), message), err=True)
+    sys.exit(code)
+
+
+def _prog():
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "icatdump"
+
+
+def handle_errors(func):
+    """Turn every expected failure into one line on stderr and an exit code.
+
+    ``--debug`` (or ICATDUMP_DEBUG=1) shows the traceback as well.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.pop("debug", False) or os.environ.get("ICATDUMP_DEBUG") == "1"
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            fail("interrupted", 130)
+        except BrokenPipeError:
+            sys.exit(EXIT_OK)
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            code, message = classify(exc)
+            fail(message, code)
+    return wrapper
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message for an exception."""
+    from .. import config as config_mod
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, getattr(config_mod, "ConfigError", ())) or isinstance(exc, UsageProblem):
+        return EXIT_USAGE, message
+    if isinstance(exc, ServerProblem) or isinstance(exc, SessionError):
+        return EXIT_SERVER, message
+    if isinstance(exc, (DataFileError, IcatError, ValueError)):
+        return EXIT_DATA, message
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return EXIT_SERVER, message
+    if isinstance(exc, OSError):
+        name = getattr(exc, "filename", None)
+        return EXIT_DATA, "%s: %s" % (name, exc.strerror) if name else message
+    return EXIT_DATA, "%s: %s" % (type(exc).__name__, message)
+
+
+def debug_option(f):
+    return click.option("--debug", is_flag=True, hidden=False,
+                        help="Show a traceback on errors.")(f)
+
+
+def quiet_option(f):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")(f)
+
+
+def list_formats(ctx, param, value):
+    """``--list-formats``: every known format and where it comes from."""
+    if not value or ctx.resilient_parsing:
+        return
+    discover_backends()
+    for name in sorted(Backends):
+        click.echo("%-8s %s" % (name, BackendOrigins.get(name, "")))
+    ctx.exit(0)
+
+
+def list_formats_option(f):
+    return click.option("--list-formats", is_flag=True, expose_value=False, is_eager=True,
+                        callback=list_formats, help="List the data file formats and exit.")(f)
+
+
+def format_names() -> list[str]:
+    discover_backends()
+    return sorted(Backends)
+
+
+# -- opening a catalogue -----------------------------------------------------
+
+def open_client(cfg, create_default=True):
+    """The client for a resolved configuration: SOAP for http(s) URLs,
+    the embedded catalogue for anything else (a path)."""
+    from .. import config as config_mod
+    url = cfg.url
+    if url and config_mod.is_remote(url):
+        from ..soap.client import SoapClient
+        client = SoapClient(config_mod.complete_url(url), cfg)
+        client.login(cfg.auth, cfg.credentials)
+        return client
+    from ..store import EmbeddedClient, init_catalogue
+    path = url
+    if not path:
+        path = str(config_mod.default_catalogue_path())
+        if not os.path.exists(path):
+            if not create_default:
+                raise UsageProblem("no catalogue configured and none at %s" % path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            init_catalogue(path)
+            click.echo("%s: created the default catalogue %s" % (_prog(), path), err=True)
+    elif not os.path.exists(path):
+        raise UsageProblem("no catalogue at %s (create one with: icatdata init %s)" % (path, path))
+    return EmbeddedClient(path)
+
+
+# -- reading input -----------------------------------------------------------
+
+def sniff_format(head: bytes) -> str | None:
+    """XML or YAML from the first bytes of a file; None if neither."""
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if not text:
+        return None
+    if text.startswith(b"<"):
+        return "XML"
+    if b"\x00" in head[:1024]:
+        return None
+    try:
+        sample = text[:512].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < 500:
+            return None
+        sample = text[:exc.start].decode("utf-8")
+    if sample.startswith(("%YAML", "---", "#")) or sample[:1].isalpha():
+        return "YAML"
+    return None
+
+
+class ReplayStream(io.RawIOBase):
+    """A binary stream that first replays bytes already read from another."""
+
+    def __init__(self, head: bytes, rest, name: str):
+        self._head = head
+        self._rest = rest
+        self.name = name
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        return n
+
+
+def open_input(path: str, fmt: str | None):
+    """Open an input file (or ``-``) and settle its format.
+
+    Returns ``(format, binary stream, display name)``.  The format is sniffed
+    from the content; an explicit format that contradicts it is an error.
+    """
+    if path == "-":
+        raw = sys.stdin.buffer
+        name = "<stdin>"
+    else:
+        raw = open(path, "rb")
+        name = path
+    head = raw.read(4096)
+    if not head.strip():
+        raise DataFileError("file is empty", name)
+    sniffed = sniff_format(head)
+    if sniffed is None:
+        raise DataFileError("not an ICAT data file (neither XML nor YAML)", name)
+    if fmt and fmt in ("XML", "YAML") and fmt != sniffed:
+        raise UsageProblem("%s: -f %s given, but the file looks like %s" % (name, fmt, sniffed))
+    stream = io.BufferedReader(ReplayStream(head, raw, name), 1 << 16)
+    return fmt or sniffed, stream, name

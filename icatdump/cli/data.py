@@ -1,0 +1,138 @@
+"""``icatdata``: catalogues and data files without a server.
+
+    icatdata init PATH          create an embedded catalogue
+    icatdata info FILE          what a data file holds
+    icatdata convert IN OUT     XML <-> YAML <-> plugin formats, offline
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections import Counter
+
+import click
+
+from .. import __version__
+from ..dumpfile import RawObject, get_backend
+from ..schema import DEFAULT_VERSION, VERSIONS, Schema
+from .common import (UsageProblem, debug_option, format_names, handle_errors,
+                     list_formats_option, open_input, quiet_option)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="icatdata")
+def main():
+    """Work with ICAT catalogues and data files without a server."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--schema-version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION,
+              show_default=True, help="ICAT schema version of the new catalogue.")
+@debug_option
+@handle_errors
+def init(path, schema_version):
+    """Create an empty embedded ICAT catalogue (an SQLite file) at PATH."""
+    from ..store import init_catalogue
+    if os.path.exists(path):
+        raise UsageProblem("%s exists already" % path)
+    init_catalogue(path, schema_version)
+    click.echo("created ICAT %s catalogue %s" % (schema_version, path), err=True)
+
+
+def read_head(fmt: str, head: bytes) -> dict:
+    """The header fields of a data file (date, service, apiversion, generator)."""
+    text = head.decode("utf-8", "replace")
+    result = {}
+    if fmt == "XML":
+        for name in ("date", "service", "apiversion", "generator"):
+            m = re.search(r"<%s>(.*?)</%s>" % (name, name), text, re.S)
+            if m:
+                result[name] = m.group(1).strip()
+    elif fmt == "YAML":
+        names = {"Date": "date", "Service": "service", "ICAT-API": "apiversion",
+                 "Generator": "generator"}
+        for m in re.finditer(r"^# ([\w-]+): (.*)$", text, re.M):
+            if m.group(1) in names:
+                result[names[m.group(1)]] = m.group(2).strip()
+    return result
+
+
+class _NoClient:
+    """Just enough of a client for a reader that is only parsed, not resolved."""
+
+    def __init__(self, schema):
+        self.schema = schema
+
+    def refresh(self):
+        pass
+
+
+def _count(raw: RawObject, top: Counter, embedded: Counter, schema: Schema, tag=None):
+    for name, value in raw.fields:
+        children = value if isinstance(value, list) else [value]
+        for child in children:
+            if isinstance(child, (RawObject, dict)):
+                etype = schema.by_instance_name(raw.tag) if tag is None else tag
+                f = etype.fields.get(etype.aliases.get(name, name))
+                if f is None:
+                    continue
+                ctype = schema[f.type]
+                embedded[ctype.instance_name] += 1
+                if isinstance(child, dict):
+                    child = RawObject(ctype.instance_name, None, list(child.items()))
+                _count(child, top, embedded, schema, ctype)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-f", "--format", "fmt", type=click.Choice(format_names(), case_sensitive=False),
+              help="Data file format (default: detected).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@debug_option
+@handle_errors
+def info(file, fmt, as_json):
+    """What a data file holds: header, chunks, objects per entity type."""
+    fmt, stream, name = open_input(file, fmt.upper() if fmt else None)
+    head = stream.peek(8192)[:8192]
+    header = read_head(fmt, head)
+    schema = Schema.for_version(header.get("apiversion") or DEFAULT_VERSION)
+    reader_cls, _ = get_backend(fmt)
+    if "b" not in reader_cls.mode:
+        stream = io.TextIOWrapper(stream, encoding="utf-8")
+    top, embedded, chunks = Counter(), Counter(), 0
+    with stream:
+        reader = reader_cls(_NoClient(schema), stream)
+        reader.name = name
+        for chunk in reader.chunks():
+            chunks += 1
+            for raw in reader.parse_chunk(chunk):
+                if raw.ref_only:
+                    continue
+                top[raw.tag] += 1
+                _count(raw, top, embedded, schema)
+    result = {
+        "file": name, "format": fmt, "size": os.path.getsize(file) if file != "-" else None,
+        "header": header, "chunks": chunks,
+        "objects": sum(top.values()) + sum(embedded.values()),
+        "top_level": dict(sorted(top.items())), "embedded": dict(sorted(embedded.items())),
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo("file:       %s (%s%s)" % (name, fmt, ", %d bytes" % result["size"]
+                                           if result["size"] is not None else ""))
+    for k in ("date", "service", "apiversion", "generator"):
+        if k in header:
+            click.echo("%-11s %s" % (k + ":", header[k]))
+    click.echo("chunks:     %d" % chunks)
+    click.echo("objects:    %d" % result["objects"])
+    for tag in sorted(set(top) | set(embedded)):
+        click.echo("  %-30s %8d top-level %8d embedded" % (tag, top[tag], embedded[tag]))
+
+
+if __name__ == "__main__":
+    main()

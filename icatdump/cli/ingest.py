@@ -1,0 +1,71 @@
+"""``icatingest``: create the objects of a data file in an ICAT catalogue."""
+
+from __future__ import annotations
+
+import io
+
+import click
+
+from .. import __version__
+from ..config import connection_options, resolve
+from ..dumpfile import get_backend
+from ..ingest import DUPLICATE_MODES, Ingester
+from .common import (UsageProblem, debug_option, format_names, handle_errors,
+                     list_formats_option, open_client, open_input, quiet_option)
+from .progress import Progress
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@connection_options
+@click.option("-i", "--inputfile", default="-", show_default=True,
+              help="Input file; '-' for standard input.")
+@click.option("-f", "--format", "fmt", default=None,
+              type=click.Choice(format_names(), case_sensitive=False),
+              help="Data file format (default: detected from the content).")
+@click.option("--duplicate", type=click.Choice(DUPLICATE_MODES, case_sensitive=False),
+              default="THROW", show_default=True,
+              help="What to do with objects that exist already.  IGNORE, CHECK and "
+                   "OVERWRITE make an interrupted ingest safe to run again.")
+@click.option("--upload-datafiles", is_flag=True,
+              help="Upload the datafiles' content to IDS (needs --idsurl).")
+@click.option("--datafile-dir", default=".", show_default=True, type=click.Path(),
+              help="Directory with the files to upload.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1),
+              help="Objects per createMany call.")
+@quiet_option
+@list_formats_option
+@debug_option
+@click.version_option(__version__, prog_name="icatingest")
+@handle_errors
+def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, quiet,
+         **params):
+    """Ingest a data file into an ICAT catalogue.
+
+    With no URL configured, the default embedded catalogue is used.
+    """
+    cfg = resolve(params)
+    if upload_datafiles:
+        raise UsageProblem("--upload-datafiles is not supported yet")
+    fmt, stream, name = open_input(inputfile, fmt.upper() if fmt else None)
+    reader_cls, _ = get_backend(fmt)
+    if "b" not in reader_cls.mode:
+        stream = io.TextIOWrapper(stream, encoding="utf-8")
+    progress = Progress(quiet)
+    with stream, open_client(cfg) as client:
+        with reader_cls(client, stream) as reader:
+            reader.name = name
+            ingester = Ingester(client, reader, duplicate.upper(), batch_size=batch_size,
+                                progress=lambda s: progress.update(
+                                    "chunk %d, %d objects" % (s.chunks, s.objects)))
+            stats = ingester.run()
+    parts = ["%d created" % sum(stats.created.values())]
+    if stats.skipped:
+        parts.append("%d already present" % sum(stats.skipped.values()))
+    if stats.updated:
+        parts.append("%d updated" % sum(stats.updated.values()))
+    progress.done("icatingest: %d chunks, %s, in %.1f s"
+                  % (stats.chunks, ", ".join(parts), stats.seconds))
+
+
+if __name__ == "__main__":
+    main()
