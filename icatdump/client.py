@@ -143,8 +143,11 @@ class Client(abc.ABC):
         return 10000
 
     # -- helpers shared by every client --------------------------------------
-    def new(self, name: str, **values) -> Entity:
-        """A new, not yet created object of entity type ``name``."""
+    def new(self, name: str, /, **values) -> Entity:
+        """A new, not yet created object of entity type ``name``.
+
+        ``name`` is positional-only, so ``new("Facility", name="ESNF")`` works.
+        """
         return Entity(self.schema[name], values)
 
     def assert_one(self, query) -> Entity:

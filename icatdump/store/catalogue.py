@@ -1,0 +1,193 @@
+"""The embedded ICAT catalogue: an SQLite file behind the Client interface.
+
+:func:`init_catalogue` creates the file (tables generated from the schema of
+the chosen ICAT version, which is recorded in a metadata table);
+:class:`EmbeddedClient` opens it and implements search/get/create/update/
+delete with ICAT's semantics, so that dump and ingest behave exactly as
+against a real server, without one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ..client import Client, NoSuchObjectError, ParameterError
+from ..entity import Entity
+from ..schema import VERSIONS, Schema
+from . import jpql
+from .ddl import META_TABLE, PRAGMAS, meta_ddl, table_ddl
+from .loader import Budget, Loader
+from .sqlgen import translate
+from .write import Writer
+
+DEFAULT_USER = "simple/root"
+DEFAULT_MAX_ENTITIES = 10000
+
+
+class CatalogueError(Exception):
+    """The file is not an embedded catalogue, or cannot become one."""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+def init_catalogue(path, version: str = "6.2") -> None:
+    """Create a new, empty catalogue of ICAT schema ``version`` at ``path``.
+
+    Refuses to touch an existing non-empty file: a catalogue is never
+    silently overwritten or mixed with another database.
+    """
+    path = os.fspath(path)
+    if version not in VERSIONS:
+        raise ValueError("unknown ICAT schema version %r (known: %s)"
+                         % (version, ", ".join(VERSIONS)))
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        raise CatalogueError("%s exists and is not empty; refusing to create a catalogue there"
+                             % path)
+    schema = Schema.for_version(version)
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN")
+        for stmt in meta_ddl() + table_ddl(schema):
+            conn.execute(stmt)
+        conn.executemany("INSERT INTO %s (key, value) VALUES (?, ?)" % META_TABLE,
+                         [("schema_version", version), ("next_id", "1"),
+                          ("format", "icatdump-store-1")])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+class EmbeddedClient(Client):
+    """A Client on an embedded catalogue file.
+
+    ``user`` is the name stored in createId/modId (``login`` changes it to
+    ``<auth>/<username>``, as ICAT's simple authenticator names users);
+    ``max_entities`` is ICAT's limit on objects per search, INCLUDEs counted.
+    """
+
+    def __init__(self, path, user: str = DEFAULT_USER,
+                 max_entities: int = DEFAULT_MAX_ENTITIES):
+        path = os.fspath(path)
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            raise CatalogueError("no catalogue at %s" % path)
+        self.url = path
+        self.user = user
+        self._max_entities = max_entities
+        self.conn = _connect(path)
+        try:
+            meta = dict(self.conn.execute("SELECT key, value FROM %s" % META_TABLE))
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise CatalogueError("%s is not an icatdump catalogue (%s)" % (path, exc)) from None
+        self.schema_version = meta["schema_version"]
+        self.schema = Schema.for_version(self.schema_version)
+        self.apiversion = self.schema_version + ".0"
+        self.loader = Loader(self.conn, self.schema)
+        self.writer = Writer(self.conn, self.schema)
+
+    # -- session ----------------------------------------------------------------
+    def login(self, auth: str, credentials: dict) -> None:
+        name = (credentials or {}).get("username")
+        if name:
+            self.user = "%s/%s" % (auth, name) if auth else name
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    @property
+    def max_entities(self) -> int:
+        return self._max_entities
+
+    @max_entities.setter
+    def max_entities(self, value: int) -> None:
+        self._max_entities = int(value)
+
+    # -- reading ------------------------------------------------------------------
+    def search(self, query) -> list:
+        """Run a JPQL query (a string or a :class:`~icatdump.query.Query`)."""
+        plan = translate(self.schema, jpql.parse(str(query)), self.user)
+        return self._run(plan)
+
+    def _run(self, plan) -> list:
+        budget = Budget(self._max_entities)
+        cur = self.conn.execute(plan.sql, plan.params)
+        rows = cur.fetchmany(self._max_entities + 1)
+        budget.spend(len(rows))
+        cur.close()
+        if plan.kind == "entity":
+            return self.loader.entities(plan.etype, rows, plan.include, plan.select_var, budget)
+        convs = plan.converters
+        if plan.kind == "scalar":
+            conv = convs[0]
+            if conv is None:
+                return [r[0] for r in rows]
+            return [None if r[0] is None else conv(r[0]) for r in rows]
+        return [tuple(v if c is None or v is None else c(v) for v, c in zip(r, convs))
+                for r in rows]
+
+    def get(self, entity: str, id: int, includes="") -> Entity:
+        """Fetch one object by id.
+
+        ``entity`` is an entity name or an ICAT get query
+        (``"Dataset ds INCLUDE ds.datafiles AS df, df.parameters"``,
+        ``"Dataset INCLUDE 1"``); ``includes`` may add an INCLUDE clause
+        (``"1"``, ``"INCLUDE o.facility"``) or be a list of relation paths.
+        """
+        words = str(entity).strip().split(" ", 2)
+        name, var, include = words[0], "o", ""
+        rest = words[1:]
+        if rest and rest[0].upper() == "AS":
+            rest = rest[1].split(" ", 1) if len(rest) > 1 else []
+        if rest:
+            if rest[0].upper() == "INCLUDE":
+                include = " ".join(rest[1:])
+            else:
+                var = rest[0]
+                tail = " ".join(rest[1:]).strip()
+                if tail:
+                    if not tail.upper().startswith("INCLUDE "):
+                        raise ParameterError("Bad get query %r" % entity)
+                    include = tail[8:]
+        if includes:
+            if isinstance(includes, (list, tuple)):
+                extra = ", ".join("%s.%s" % (var, p) for p in includes)
+            else:
+                extra = str(includes).strip()
+                if extra.upper().startswith("INCLUDE "):
+                    extra = extra[8:].strip()
+            include = "%s, %s" % (include, extra) if include else extra
+        if name not in self.schema:
+            raise ParameterError("%s is not an ICAT entity" % name)
+        query = "SELECT %s FROM %s %s WHERE %s.id = %d" % (var, name, var, var, int(id))
+        if include.strip():
+            query += " INCLUDE " + include.strip()
+        result = self.search(query)
+        if not result:
+            raise NoSuchObjectError("%s[id:%d] not found." % (name, int(id)))
+        return result[0]
+
+    # -- writing --------------------------------------------------------------------
+    def create_many(self, entities) -> list[int]:
+        return self.writer.create_many(entities, self.user)
+
+    def create(self, entity: Entity) -> int:
+        try:
+            return self.writer.create_many([entity], self.user)[0]
+        except Exception as exc:
+            if hasattr(exc, "offset"):
+                exc.offset = None
+            raise
+
+    def update(self, entity: Entity) -> None:
+        self.writer.update(entity, self.user)
+
+    def delete_many(self, entities) -> None:
+        self.writer.delete_many(list(entities))

@@ -1,0 +1,118 @@
+"""Attribute values between Python and SQLite.
+
+Dates are stored as UTC text in one fixed-width form,
+``YYYY-MM-DD HH:MM:SS.ffffff``, so that SQLite's text comparison is time
+comparison and equality does not depend on how a file spelled the offset.
+Booleans are 0/1.  Everything else is stored as its Python value.
+
+Values arrive in every shape a dump file or a caller produces (``"true"``,
+``"7.3"``, ``"2012-07-30T01:10:08+00:00"``, ``…Z``, real Python values);
+the fast paths below accept values that already have the right Python type
+and leave the rest to :func:`icatdump.types.to_python`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from ..schema import ENUMS, Field
+from ..types import UTC, ValueProblem, parse_datetime, to_python
+
+
+def date_to_sql(dt: _dt.datetime) -> str:
+    """An aware (or naive = UTC) datetime as stored text."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(sep=" ", timespec="microseconds")
+
+
+def date_from_sql(text: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def now_sql() -> str:
+    return date_to_sql(_dt.datetime.now(UTC))
+
+
+def writer(f: Field, entity: str):
+    """A function converting a value of field ``f`` to its SQL value.
+
+    It returns None for None/empty values and raises ValueProblem for values
+    that are not of the field's type.
+    """
+    t = f.type
+    if t == "String":
+        def conv(v):
+            if type(v) is str:
+                return v
+            return to_python(f, v, entity)
+    elif t in ("Long", "Integer"):
+        def conv(v):
+            if type(v) is int:
+                return v
+            return to_python(f, v, entity)
+    elif t == "Double":
+        def conv(v):
+            if type(v) is float:
+                return v
+            return to_python(f, v, entity)
+    elif t == "boolean":
+        def conv(v):
+            if v is True:
+                return 1
+            if v is False:
+                return 0
+            v = to_python(f, v, entity)
+            return None if v is None else int(v)
+    elif t == "Date":
+        def conv(v):
+            if not isinstance(v, _dt.datetime):
+                v = to_python(f, v, entity)
+                if v is None:
+                    return None
+            return date_to_sql(v)
+    elif t in ENUMS:
+        allowed = frozenset(ENUMS[t])
+
+        def conv(v):
+            if v in allowed:
+                return v
+            return to_python(f, v, entity)
+    else:
+        def conv(v):
+            return to_python(f, v, entity)
+    return conv
+
+
+def reader(f: Field):
+    """A function converting a stored value of ``f`` back to Python, or None
+    when the stored value is already the Python value."""
+    if f.type == "Date":
+        return date_from_sql
+    if f.type == "boolean":
+        return bool
+    return None
+
+
+def literal_for(f: Field, value):
+    """A query literal compared with field ``f``, as the SQL value to bind.
+
+    python-icat quotes every value (``o.fileSize = '42'``), and dates come as
+    ISO strings or ``{ts …}``; both must compare like the stored values.
+    """
+    if value is None:
+        return None
+    if f.type == "Date":
+        return date_to_sql(parse_datetime(value))
+    if f.type == "boolean":
+        v = to_python(f, value)
+        return None if v is None else int(v)
+    if f.type in ENUMS and isinstance(value, str) and value.startswith("org.icatproject."):
+        value = value.rsplit(".", 1)[1]
+    if f.type == "String":
+        return value if isinstance(value, str) else str(value)
+    return to_python(f, value)
+
+
+__all__ = ["ValueProblem", "date_to_sql", "date_from_sql", "now_sql", "writer", "reader",
+           "literal_for"]
