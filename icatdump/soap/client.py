@@ -1,0 +1,357 @@
+"""``SoapClient``: the :class:`~icatdump.client.Client` of a real ICAT server.
+
+suds-community reads the server's WSDL and marshals requests, so whatever
+the server's version, requests have the shape that server expects.  Replies
+are *not* unmarshalled by suds: suds is built with ``nosend``, we post the
+envelope ourselves and decode the reply with lxml and the shared codec
+(about 10x faster on big search results, see the measurements in the tests),
+turning beans straight into :class:`~icatdump.entity.Entity`.  No suds type
+leaves this module.
+
+The schema comes from the server (``getEntityNames``/``getEntityInfo``) and
+is used as is, so a 4.x or 5.0 server's entities come out in that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import suds.cache
+import suds.client
+import suds.transport
+from lxml import etree
+from suds.transport.http import HttpTransport
+
+from ..client import Client, IcatError, SessionError, error_for
+from ..entity import Entity
+from ..schema import ATTRIBUTE, MANY, ONE, Schema
+from . import codec
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+DEFAULT_PATH = "/ICATService/ICAT"
+#: Refresh the session when fewer minutes than this remain (as python-icat).
+REFRESH_MARGIN = 30.0
+
+
+class _HideCredentials(logging.Filter):
+    """Drop suds debug records that would show a login request (a password)."""
+
+    def filter(self, record):
+        try:
+            return "credentials>" not in record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not our business
+            return True
+
+
+_FILTER = _HideCredentials()
+for _name in ("suds.client", "suds.transport.http", "suds.transport"):
+    logging.getLogger(_name).addFilter(_FILTER)
+
+
+def service_urls(url: str) -> tuple[str, str]:
+    """``(service URL, WSDL URL)`` from a server, service or WSDL URL."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path
+    if not path or path == "/":
+        path = DEFAULT_PATH
+    service = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return service, service + "?wsdl"
+
+
+def ssl_context(cfg) -> ssl.SSLContext:
+    """Certificate checking as configured: ``--no-check-certificate`` or a CA file."""
+    if cfg is not None and getattr(cfg, "check_cert", True) is False:
+        return ssl._create_unverified_context()  # noqa: S323 - the user asked for it
+    cafile = getattr(cfg, "cacert", None) if cfg is not None else None
+    return ssl.create_default_context(cafile=cafile or None)
+
+
+class _Transport(HttpTransport):
+    """suds' HTTP transport with our SSL context and proxies, one opener reused."""
+
+    def __init__(self, context, proxies, timeout):
+        super().__init__(timeout=timeout)
+        handlers = [urllib.request.HTTPSHandler(context=context)]
+        handlers.append(urllib.request.ProxyHandler(proxies) if proxies is not None
+                        else urllib.request.ProxyHandler())
+        self.urlopener = urllib.request.build_opener(*handlers)
+
+
+class SoapClient(Client):
+    """A connection to an ICAT server over SOAP (suds-community + lxml).
+
+    ``cfg`` may carry ``check_cert`` (bool), ``cacert`` (path) and
+    ``proxies`` (dict scheme → proxy URL); it may be None.
+    """
+
+    def __init__(self, url: str, cfg=None, timeout: float = 600.0):
+        self.url, self.wsdl_url = service_urls(url)
+        proxies = getattr(cfg, "proxies", None) if cfg is not None else None
+        self._transport = _Transport(ssl_context(cfg), proxies, timeout)
+        self.timeout = timeout
+        try:
+            self._suds = suds.client.Client(
+                self.wsdl_url, transport=self._transport, cache=suds.cache.NoCache(),
+                nosend=True, prettyxml=False, location=self.url)
+        except urllib.error.URLError as exc:
+            raise ConnectionError("cannot read the WSDL at %s: %s"
+                                  % (self.wsdl_url, getattr(exc, "reason", exc))) from None
+        self._parser = etree.XMLParser(resolve_entities=False, no_network=True,
+                                       load_dtd=False, huge_tree=True)
+        self.session_id = None
+        self.user_name = None
+        self._expires = 0.0
+        self._max_entities = 10000
+        self.apiversion = self._text("getApiVersion")
+        names = [e.text for e in self._invoke("getEntityNames")]
+        infos = {name: self._entity_info(name) for name in names}
+        self.schema = Schema.from_entity_info(infos, self.apiversion)
+
+    # -- transport ------------------------------------------------------------
+    def _invoke(self, op: str, *args) -> list:
+        """Call ``op``; the ``return`` elements of the reply (lxml)."""
+        ctx = getattr(self._suds.service, op)(*args)
+        request = suds.transport.Request(self.url, ctx.envelope, self.timeout)
+        request.headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+        try:
+            reply = self._transport.send(request).message
+        except suds.transport.TransportError as exc:
+            body = exc.fp.read() if exc.fp is not None else b""
+            if exc.httpcode == 500 and body:
+                self._raise_fault(body)
+            raise ConnectionError("ICAT at %s answered HTTP %s: %s"
+                                  % (self.url, exc.httpcode, exc)) from None
+        except urllib.error.URLError as exc:
+            raise ConnectionError("cannot reach ICAT at %s: %s"
+                                  % (self.url, getattr(exc, "reason", exc))) from None
+        body = self._body(reply)
+        if len(body) and codec.local(body[0].tag) == "Fault":
+            self._raise_fault(reply)
+        return [el for el in (body[0] if len(body) else ()) if isinstance(el.tag, str)]
+
+    def _body(self, data: bytes):
+        try:
+            root = etree.fromstring(data, self._parser)
+        except etree.XMLSyntaxError as exc:
+            raise ConnectionError("ICAT at %s sent a malformed reply: %s"
+                                  % (self.url, exc)) from None
+        body = root.find("{%s}Body" % SOAP_ENV)
+        if body is None:
+            raise ConnectionError("ICAT at %s sent a reply without SOAP body" % self.url)
+        return body
+
+    def _raise_fault(self, data: bytes):
+        """Raise the IcatError an ICAT fault describes."""
+        body = self._body(data)
+        fault = body.find("{%s}Fault" % SOAP_ENV)
+        if fault is None:
+            raise ConnectionError("ICAT at %s failed without a SOAP fault" % self.url)
+        text = " ".join((fault.findtext("faultstring") or "").split())
+        detail = fault.find("detail")
+        exc = None
+        if detail is not None:
+            for el in detail.iter():
+                if isinstance(el.tag, str) and codec.local(el.tag) == "IcatException":
+                    exc = el
+                    break
+        if exc is None:
+            raise IcatError(text or "SOAP fault without message")
+        message = " ".join((exc.findtext("message") or text).split())
+        offset = exc.findtext("offset")
+        offset = int(offset) if offset and offset.strip().lstrip("-").isdigit() else -1
+        raise error_for((exc.findtext("type") or "INTERNAL").strip(), message,
+                        offset if offset >= 0 else None)
+
+    def _text(self, op, *args):
+        ret = self._invoke(op, *args)
+        return ret[0].text if ret else None
+
+    def _entity_info(self, name) -> dict:
+        (info,) = self._invoke("getEntityInfo", name)
+        constraint = []
+        for c in info.findall("constraints")[:1]:
+            constraint = [n.text for n in c.findall("fieldNames")]
+        fields = []
+        for f in info.findall("fields"):
+            length = f.findtext("stringLength")
+            fields.append({"name": f.findtext("name"), "relType": f.findtext("relType"),
+                           "type": f.findtext("type"),
+                           "notNullable": f.findtext("notNullable") == "true",
+                           "stringLength": int(length) if length else None})
+        return {"constraint": constraint, "fields": fields,
+                "comment": info.findtext("classComment")}
+
+    # -- session ------------------------------------------------------------------
+    def login(self, auth: str, credentials: dict) -> None:
+        """Log in with any authenticator and credential keys."""
+        if self.session_id:
+            self.logout()
+        entries = [{"key": k, "value": v} for k, v in credentials.items()]
+        self.session_id = self._text("login", auth, {"entry": entries})
+        self.user_name = None
+        self._note_remaining()
+        try:
+            for el in self._invoke("getProperties", self.session_id):
+                key, _, value = (el.text or "").partition(" ")
+                if key == "maxEntities" and value.strip().isdigit():
+                    self._max_entities = int(value)
+        except IcatError:
+            pass
+
+    def _note_remaining(self):
+        minutes = float(self._text("getRemainingMinutes", self.session_id))
+        self._expires = time.monotonic() + minutes * 60.0
+
+    def remaining_minutes(self) -> float:
+        return max(0.0, (self._expires - time.monotonic()) / 60.0)
+
+    def refresh(self) -> None:
+        """Refresh the session when fewer than 30 minutes remain (no call otherwise)."""
+        if self.session_id and self.remaining_minutes() < REFRESH_MARGIN:
+            self._invoke("refresh", self.session_id)
+            self._note_remaining()
+
+    def logout(self) -> None:
+        if self.session_id:
+            sid, self.session_id = self.session_id, None
+            try:
+                self._invoke("logout", sid)
+            except SessionError:
+                pass
+
+    def get_user_name(self) -> str:
+        return self._text("getUserName", self._sid())
+
+    def _sid(self) -> str:
+        if not self.session_id:
+            raise SessionError("Session Id cannot be null or empty.")
+        return self.session_id
+
+    @property
+    def max_entities(self) -> int:
+        return self._max_entities
+
+    # -- operations ---------------------------------------------------------------
+    def search(self, query) -> list:
+        return [codec.decode_result(el, self.schema)
+                for el in self._invoke("search", self._sid(), str(query))]
+
+    def get(self, entity: str, id: int, includes: str = "") -> Entity:
+        query = "%s %s" % (entity, includes) if includes else entity
+        (el,) = self._invoke("get", self._sid(), query, int(id))
+        return codec.decode_entity(el, self.schema, self.schema[entity])
+
+    def create_many(self, entities: list[Entity]) -> list[int]:
+        if not entities:
+            return []
+        beans = [self._bean(e) for e in entities]
+        ids = [int(el.text) for el in self._invoke("createMany", self._sid(), beans)]
+        for entity, id in zip(entities, ids):
+            entity.id = id
+        self._set_child_ids(entities)
+        return ids
+
+    def create(self, entity: Entity) -> int:
+        (el,) = self._invoke("create", self._sid(), self._bean(entity))
+        entity.id = int(el.text)
+        self._set_child_ids([entity])
+        return entity.id
+
+    def update(self, entity: Entity) -> None:
+        self._invoke("update", self._sid(), self._bean(entity, children=False))
+
+    def delete_many(self, entities: list[Entity]) -> None:
+        if entities:
+            self._invoke("deleteMany", self._sid(), [self._ref(e) for e in entities])
+
+    def delete(self, entity: Entity) -> None:
+        self._invoke("delete", self._sid(), self._ref(entity))
+
+    def close(self) -> None:
+        self.logout()
+
+    # -- Entity → suds ----------------------------------------------------------------
+    def _new(self, etype):
+        return self._suds.factory.create(etype.instance_name)
+
+    def _ref(self, entity: Entity):
+        """A bean standing for an existing object: its id only."""
+        if entity.id is None:
+            raise ValueError("%s has no id: it must be created before it is referred to"
+                             % entity.type.name)
+        bean = self._new(entity.type)
+        bean.id = entity.id
+        return bean
+
+    def _bean(self, entity: Entity, children: bool = True):
+        """A full bean: attributes, relations as references, embedded children."""
+        bean = self._new(entity.type)
+        if entity.id is not None:
+            bean.id = entity.id
+        fields = entity.type.fields
+        for name, value in entity.values.items():
+            f = fields.get(name)
+            if f is None or value is None:
+                continue
+            if f.kind == ATTRIBUTE:
+                setattr(bean, name, value)
+            elif f.kind == ONE:
+                setattr(bean, name, self._ref(value))
+            elif children and value:
+                setattr(bean, name, [self._bean(c) for c in value])
+        return bean
+
+    def _set_child_ids(self, entities, _depth=0):
+        """Learn the ids ICAT gave embedded children (createMany returns only
+        the top-level ones): one search per relation and 200 parents, matching
+        each child by its values and its relations' ids."""
+        groups = {}
+        for parent in entities:
+            for name, f in parent.type.manys.items():
+                kids = [c for c in parent.values.get(name) or () if c.id is None]
+                if kids and parent.id is not None:
+                    groups.setdefault((f.type, f.mapped_by), []).append((parent.id, kids))
+        created = []
+        for (target, back), items in groups.items():
+            for start in range(0, len(items), 200):
+                part = items[start:start + 200]
+                found = self.search(
+                    "SELECT c FROM %s c JOIN c.%s p WHERE p.id IN (%s) INCLUDE 1"
+                    % (target, back, ", ".join(str(pid) for pid, _ in part)))
+                by_parent = {}
+                for obj in found:
+                    ref = obj.values.get(back)
+                    if ref is not None:
+                        by_parent.setdefault(ref.id, []).append(obj)
+                for pid, kids in part:
+                    _match_children(kids, by_parent.get(pid, ()), back)
+                    created.extend(kids)
+        if created and _depth < 10:
+            self._set_child_ids(created, _depth + 1)
+
+
+def _match_children(kids, found, back):
+    """Give each new child the id of the server object equal to it."""
+    def signature(e):
+        sig = []
+        for n, f in sorted(e.type.fields.items()):
+            if n == back or f.kind == MANY:
+                continue
+            v = e.values.get(n)
+            if f.kind == ONE:
+                v = v.id if v is not None else None
+            sig.append((n, codec.value_text(v) if v is not None else None))
+        return tuple(sig)
+
+    pool = {}
+    for obj in found:
+        pool.setdefault(signature(obj), []).append(obj.id)
+    for kid in kids:
+        ids = pool.get(signature(kid))
+        if ids:
+            kid.id = ids.pop(0)

@@ -1,0 +1,239 @@
+"""Entities and values in ICAT's SOAP XML, both directions.
+
+One codec serves both sides: the local server decodes request beans and
+encodes replies with it, and ``SoapClient`` decodes search/get replies with it
+(lxml is an order of magnitude faster than suds' unmarshaller on big
+results).  Encoding writes strings directly rather than building a tree,
+because replies are large and flat.
+
+Wire conventions (ICAT-FACTS §2.6): children are unqualified, top-level beans
+carry ``xsi:type`` naming the instance type, nested beans are typed by the
+schema, an empty or missing element is null, dates are xs:dateTime.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+from ..entity import Entity
+from ..schema import ATTRIBUTE, MANY, META_ATTRS, ONE, Schema
+from ..types import UTC, ValueProblem, parse_datetime, to_python
+
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+XSD = "http://www.w3.org/2001/XMLSchema"
+XSI_TYPE = "{%s}type" % XSI
+XSI_NIL = "{%s}nil" % XSI
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+class DecodeError(ValueError):
+    """A bean or value in a message that does not fit the schema."""
+
+
+# -- encoding -------------------------------------------------------------------
+
+def escape(text: str) -> str:
+    """Text content with the XML specials (and CR, which parsers fold) escaped."""
+    return text.translate(_ESCAPES)
+
+
+def value_text(value) -> str:
+    """A Python value as XSD lexical text (xs:boolean, xs:double, xs:dateTime...)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "INF" if value > 0 else "-INF"
+        return repr(value)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    return escape(str(value))
+
+
+def scalar_type(value) -> str:
+    """The ``xsi:type`` of a scalar search result."""
+    if isinstance(value, bool):
+        return "xs:boolean"
+    if isinstance(value, int):
+        return "xs:long"
+    if isinstance(value, float):
+        return "xs:double"
+    if isinstance(value, _dt.datetime):
+        return "xs:dateTime"
+    return "xs:string"
+
+
+def encode_entity(out: list, entity: Entity, tag: str, typed: bool, _path=()) -> None:
+    """Append ``entity`` as element ``tag`` to ``out`` (a list of strings).
+
+    Only what the entity holds is written: attributes that are set, included
+    many-to-one relations and included one-to-many lists, so a child never
+    carries a back reference to its parent unless that path was included.  An
+    object met again on its own path (a cyclic include) is written shallow.
+    """
+    etype = entity.type
+    if typed:
+        out.append('<%s xsi:type="ns2:%s">' % (tag, etype.instance_name))
+    else:
+        out.append("<%s>" % tag)
+    values = entity.values
+    for name in META_ATTRS[:2]:
+        v = values.get(name)
+        if v is not None:
+            out.append("<%s>%s</%s>" % (name, value_text(v), name))
+    if entity.id is not None:
+        out.append("<id>%d</id>" % entity.id)
+    for name in META_ATTRS[2:]:
+        v = values.get(name)
+        if v is not None:
+            out.append("<%s>%s</%s>" % (name, value_text(v), name))
+    shallow = any(p is entity for p in _path)
+    path = _path + (entity,)
+    fields = etype.fields
+    for name in sorted(values):
+        f = fields.get(name)
+        if f is None:
+            continue
+        v = values[name]
+        if v is None:
+            continue
+        if f.kind == ATTRIBUTE:
+            out.append("<%s>%s</%s>" % (name, value_text(v), name))
+        elif shallow:
+            continue
+        elif f.kind == ONE:
+            encode_entity(out, v, name, False, path)
+        else:
+            for child in v:
+                encode_entity(out, child, name, False, path)
+    out.append("</%s>" % tag)
+
+
+def encode_result(out: list, item, tag: str = "return") -> None:
+    """Append one search result: an entity, a scalar or a multi-value row."""
+    if isinstance(item, Entity):
+        encode_entity(out, item, tag, True)
+    elif item is None:
+        out.append('<%s xsi:nil="true"/>' % tag)
+    elif isinstance(item, (tuple, list)):
+        out.append('<%s xsi:type="ns2:fieldSet">' % tag)
+        for v in item:
+            encode_result(out, v, "fields")
+        out.append("</%s>" % tag)
+    else:
+        out.append('<%s xsi:type="%s">%s</%s>' % (tag, scalar_type(item), value_text(item), tag))
+
+
+# -- decoding -------------------------------------------------------------------
+
+def local(tag) -> str:
+    """Element name without namespace (children are unqualified, but be lenient)."""
+    return tag.rpartition("}")[2] if tag[0] == "{" else tag
+
+
+def xsi_type(elem) -> tuple[str | None, str | None]:
+    """``(namespace, local name)`` of an element's xsi:type, or ``(None, None)``."""
+    value = elem.get(XSI_TYPE)
+    if not value:
+        return None, None
+    prefix, _, name = value.rpartition(":")
+    return elem.nsmap.get(prefix or None), name
+
+
+def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False) -> Entity:
+    """Build an :class:`Entity` from a bean element.
+
+    The type comes from ``xsi:type`` when present, else from ``etype`` (the
+    schema type of the relation the element sits in).  Empty elements are
+    null; unknown elements are ignored, as JAXB does.  Meta attributes
+    (createId...) are kept in ``values`` only if ``keep_meta``.
+    """
+    _, tname = xsi_type(elem)
+    if tname is not None:
+        try:
+            etype = schema.by_instance_name(tname)
+        except KeyError:
+            if etype is None:
+                raise DecodeError("%s is not an ICAT entity" % tname) from None
+    if etype is None:
+        raise DecodeError("bean %s has no type" % local(elem.tag))
+    fields = etype.fields
+    values = {}
+    entity = Entity(etype, values)
+    for child in elem:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue            # comments, processing instructions
+        name = local(tag)
+        f = fields.get(name)
+        if f is None:
+            if name == "id":
+                text = (child.text or "").strip()
+                entity.id = int(text) if text else None
+            elif keep_meta and name in META_ATTRS:
+                text = child.text
+                values[name] = (parse_datetime(text) if name.endswith("Time") else text) \
+                    if text else None
+            continue
+        if f.kind == ATTRIBUTE:
+            if child.get(XSI_NIL) == "true":
+                values[name] = None
+                continue
+            try:
+                values[name] = to_python(f, child.text, etype.name)
+            except ValueProblem as exc:
+                raise DecodeError(str(exc)) from None
+        elif f.kind == ONE:
+            values[name] = None if child.get(XSI_NIL) == "true" and len(child) == 0 \
+                else decode_entity(child, schema, schema[f.type], keep_meta)
+        else:
+            lst = values.get(name)
+            if lst is None:
+                lst = values[name] = []
+            if child.get(XSI_NIL) != "true":
+                lst.append(decode_entity(child, schema, schema[f.type], keep_meta))
+    return entity
+
+
+_INTS = {"long", "int", "short", "byte", "integer", "unsignedInt", "unsignedShort",
+         "unsignedByte", "unsignedLong", "nonNegativeInteger", "positiveInteger"}
+_FLOATS = {"double", "float", "decimal"}
+
+
+def decode_scalar(text: str | None, xtype: str):
+    """An XSD-typed value (``xtype`` without prefix) as a Python value."""
+    if xtype == "string":
+        return text or ""
+    if text is None:
+        return None
+    text = text.strip()
+    if xtype in _INTS:
+        return int(text)
+    if xtype in _FLOATS:
+        return float({"INF": "inf", "-INF": "-inf"}.get(text, text))
+    if xtype == "boolean":
+        return text in ("true", "1")
+    if xtype == "dateTime":
+        return parse_datetime(text)
+    return text
+
+
+def decode_result(elem, schema: Schema, keep_meta: bool = False):
+    """One search result element: an Entity, a scalar or a tuple (fieldSet)."""
+    if elem.get(XSI_NIL) == "true":
+        return None
+    ns, tname = xsi_type(elem)
+    if ns == XSD:
+        return decode_scalar(elem.text, tname)
+    if tname == "fieldSet":
+        return tuple(decode_result(c, schema, keep_meta) for c in elem
+                     if isinstance(c.tag, str))
+    if tname is None:
+        return elem.text
+    return decode_entity(elem, schema, None, keep_meta)
