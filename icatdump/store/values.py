@@ -14,9 +14,14 @@ and leave the rest to :func:`icatdump.types.to_python`.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 
 from ..schema import ENUMS, Field
 from ..types import UTC, ValueProblem, parse_datetime, to_python
+
+
+_PLAIN_FLOAT = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+_ISO_OFFSET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 
 
 def date_to_sql(dt: _dt.datetime) -> str:
@@ -50,11 +55,15 @@ def writer(f: Field, entity: str):
         def conv(v):
             if type(v) is int:
                 return v
+            if type(v) is str and v.isascii() and v.isdigit():  # plain decimal text
+                return int(v)
             return to_python(f, v, entity)
     elif t == "Double":
         def conv(v):
             if type(v) is float:
                 return v
+            if type(v) is str and _PLAIN_FLOAT.fullmatch(v):
+                return float(v)
             return to_python(f, v, entity)
     elif t == "boolean":
         def conv(v):
@@ -66,6 +75,10 @@ def writer(f: Field, entity: str):
             return None if v is None else int(v)
     elif t == "Date":
         def conv(v):
+            if type(v) is str and _ISO_OFFSET.fullmatch(v):
+                # The form dump files carry: parse and normalize directly.
+                d = _dt.datetime.fromisoformat(v[:-1] + "+00:00" if v[-1] == "Z" else v)
+                return date_to_sql(d)
             if not isinstance(v, _dt.datetime):
                 v = to_python(f, v, entity)
                 if v is None:
