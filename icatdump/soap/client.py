@@ -29,10 +29,14 @@ from suds.transport.http import HttpTransport
 
 from ..client import Client, IcatError, SessionError, error_for
 from ..entity import Entity
-from ..schema import ATTRIBUTE, MANY, ONE, Schema
+from ..schema import MANY, ONE, Schema
 from . import codec
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_REQUEST_HEAD = ('<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="%s" '
+                 'xmlns:ns2="http://icatproject.org" xmlns:xsi="%s"><SOAP-ENV:Header/>'
+                 '<SOAP-ENV:Body>' % (SOAP_ENV, codec.XSI))
+_REQUEST_TAIL = "</SOAP-ENV:Body></SOAP-ENV:Envelope>"
 DEFAULT_PATH = "/ICATService/ICAT"
 #: Refresh the session when fewer minutes than this remain (as python-icat).
 REFRESH_MARGIN = 30.0
@@ -114,9 +118,27 @@ class SoapClient(Client):
 
     # -- transport ------------------------------------------------------------
     def _invoke(self, op: str, *args) -> list:
-        """Call ``op``; the ``return`` elements of the reply (lxml)."""
-        ctx = getattr(self._suds.service, op)(*args)
-        request = suds.transport.Request(self.url, ctx.envelope, self.timeout)
+        """Call ``op`` with the request suds builds from the WSDL; the
+        ``return`` elements of the reply (lxml)."""
+        return self._post(getattr(self._suds.service, op)(*args).envelope)
+
+    def _invoke_beans(self, op: str, tag: str, entities, children=True) -> list:
+        """Call a bean-carrying operation with a request built by the codec.
+
+        suds needs ~8 ms per object to build and marshal a bean (measured:
+        5000 datafiles in createMany batches of 1000 took 45 s); the codec
+        writes the same XML (JAXB element order, xsi:type on each bean) in a
+        few µs.
+        """
+        out = [_REQUEST_HEAD, "<ns2:%s><sessionId>%s</sessionId>"
+               % (op, codec.escape(self._sid()))]
+        for entity in entities:
+            codec.encode_bean(out, entity, tag, True, children)
+        out.append("</ns2:%s>%s" % (op, _REQUEST_TAIL))
+        return self._post("".join(out).encode("utf-8"))
+
+    def _post(self, envelope: bytes) -> list:
+        request = suds.transport.Request(self.url, envelope, self.timeout)
         request.headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
         try:
             reply = self._transport.send(request).message
@@ -191,8 +213,14 @@ class SoapClient(Client):
         """Log in with any authenticator and credential keys."""
         if self.session_id:
             self.logout()
-        entries = [{"key": k, "value": v} for k, v in credentials.items()]
-        self.session_id = self._text("login", auth, {"entry": entries})
+        # Built here, not by suds: suds would log the password at DEBUG level.
+        entries = "".join("<entry><key>%s</key><value>%s</value></entry>"
+                          % (codec.escape(str(k)), codec.escape(str(v)))
+                          for k, v in credentials.items() if v is not None)
+        ret = self._post(("%s<ns2:login><plugin>%s</plugin><credentials>%s</credentials>"
+                          "</ns2:login>%s" % (_REQUEST_HEAD, codec.escape(auth), entries,
+                                              _REQUEST_TAIL)).encode("utf-8"))
+        self.session_id = ret[0].text if ret else None
         self.user_name = None
         self._note_remaining()
         try:
@@ -242,69 +270,46 @@ class SoapClient(Client):
                 for el in self._invoke("search", self._sid(), str(query))]
 
     def get(self, entity: str, id: int, includes: str = "") -> Entity:
-        query = "%s %s" % (entity, includes) if includes else entity
+        """``entity`` is a name or an ICAT get query (``"Dataset ds INCLUDE ds.datafiles"``)."""
+        query = "%s %s" % (entity, includes) if includes else str(entity)
         (el,) = self._invoke("get", self._sid(), query, int(id))
-        return codec.decode_entity(el, self.schema, self.schema[entity])
+        return codec.decode_entity(el, self.schema, self.schema[query.split()[0]], fill=True)
 
     def create_many(self, entities: list[Entity]) -> list[int]:
-        if not entities:
-            return []
-        beans = [self._bean(e) for e in entities]
-        ids = [int(el.text) for el in self._invoke("createMany", self._sid(), beans)]
-        for entity, id in zip(entities, ids):
-            entity.id = id
-        self._set_child_ids(entities)
+        """createMany; objects referring to others of the same list go in a
+        later call (ICAT can only refer by id), so such a list is not atomic."""
+        ids = []
+        for start, part in _split_on_references(entities):
+            try:
+                found = self._invoke_beans("createMany", "beans", part)
+            except IcatError as exc:
+                if exc.offset is not None:
+                    exc.offset += start
+                raise
+            for entity, el in zip(part, found):
+                entity.id = int(el.text)
+                ids.append(entity.id)
+            self._set_child_ids(part)
         return ids
 
     def create(self, entity: Entity) -> int:
-        (el,) = self._invoke("create", self._sid(), self._bean(entity))
+        (el,) = self._invoke_beans("create", "bean", [entity])
         entity.id = int(el.text)
         self._set_child_ids([entity])
         return entity.id
 
     def update(self, entity: Entity) -> None:
-        self._invoke("update", self._sid(), self._bean(entity, children=False))
+        self._invoke_beans("update", "bean", [entity], children=False)
 
     def delete_many(self, entities: list[Entity]) -> None:
         if entities:
-            self._invoke("deleteMany", self._sid(), [self._ref(e) for e in entities])
+            self._invoke_beans("deleteMany", "beans", [_ref(e) for e in entities])
 
     def delete(self, entity: Entity) -> None:
-        self._invoke("delete", self._sid(), self._ref(entity))
+        self._invoke_beans("delete", "bean", [_ref(entity)])
 
     def close(self) -> None:
         self.logout()
-
-    # -- Entity → suds ----------------------------------------------------------------
-    def _new(self, etype):
-        return self._suds.factory.create(etype.instance_name)
-
-    def _ref(self, entity: Entity):
-        """A bean standing for an existing object: its id only."""
-        if entity.id is None:
-            raise ValueError("%s has no id: it must be created before it is referred to"
-                             % entity.type.name)
-        bean = self._new(entity.type)
-        bean.id = entity.id
-        return bean
-
-    def _bean(self, entity: Entity, children: bool = True):
-        """A full bean: attributes, relations as references, embedded children."""
-        bean = self._new(entity.type)
-        if entity.id is not None:
-            bean.id = entity.id
-        fields = entity.type.fields
-        for name, value in entity.values.items():
-            f = fields.get(name)
-            if f is None or value is None:
-                continue
-            if f.kind == ATTRIBUTE:
-                setattr(bean, name, value)
-            elif f.kind == ONE:
-                setattr(bean, name, self._ref(value))
-            elif children and value:
-                setattr(bean, name, [self._bean(c) for c in value])
-        return bean
 
     def _set_child_ids(self, entities, _depth=0):
         """Learn the ids ICAT gave embedded children (createMany returns only
@@ -333,6 +338,39 @@ class SoapClient(Client):
                     created.extend(kids)
         if created and _depth < 10:
             self._set_child_ids(created, _depth + 1)
+
+
+def _split_on_references(entities):
+    """Yield ``(offset, sublist)``: cut before an object that refers to an
+    object (or an embedded child) created earlier in the same list."""
+    start, pending = 0, set()
+
+    def refers(obj):
+        for name in obj.type.ones:
+            v = obj.values.get(name)
+            if v is not None and v.id is None and id(v) in pending:
+                return True
+        return any(refers(c) for _, c in obj.children())
+
+    def mark(obj):
+        pending.add(id(obj))
+        for _, c in obj.children():
+            mark(c)
+
+    for i, obj in enumerate(entities):
+        if pending and refers(obj):
+            yield start, entities[start:i]
+            start, pending = i, set()
+        mark(obj)
+    if start < len(entities):
+        yield start, entities[start:]
+
+
+def _ref(entity: Entity) -> Entity:
+    """A bean standing for an existing object: its id only."""
+    if entity.id is None:
+        raise ValueError("%s has no id: it does not exist in the catalogue" % entity.type.name)
+    return Entity(entity.type, {}, entity.id)
 
 
 def _match_children(kids, found, back):

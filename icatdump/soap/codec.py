@@ -115,6 +115,44 @@ def encode_entity(out: list, entity: Entity, tag: str, typed: bool, _path=()) ->
     out.append("</%s>" % tag)
 
 
+def encode_bean(out: list, entity: Entity, tag: str, typed: bool = True,
+                children: bool = True, _parent=None) -> None:
+    """Append ``entity`` as a request bean (create, update, delete).
+
+    Unlike a reply, a request names related objects by id only (that is all
+    ICAT reads of them) and embeds one-to-many children in full, unless
+    ``children`` is false (update ignores them).  A child's reference back to
+    the parent being created is left out; ICAT sets it itself.
+    """
+    etype = entity.type
+    if typed:
+        out.append('<%s xsi:type="ns2:%s">' % (tag, etype.instance_name))
+    else:
+        out.append("<%s>" % tag)
+    if entity.id is not None:
+        out.append("<id>%d</id>" % entity.id)
+    values = entity.values
+    fields = etype.fields
+    for name in sorted(values):
+        f = fields.get(name)
+        v = values[name]
+        if f is None or v is None:
+            continue
+        if f.kind == ATTRIBUTE:
+            out.append("<%s>%s</%s>" % (name, value_text(v), name))
+        elif f.kind == ONE:
+            if v is _parent:
+                continue
+            if v.id is None:
+                raise ValueError("%s.%s refers to a %s that has not been created yet"
+                                 % (etype.name, name, v.type.name))
+            out.append("<%s><id>%d</id></%s>" % (name, v.id, name))
+        elif children:
+            for child in v:
+                encode_bean(out, child, name, False, True, entity)
+    out.append("</%s>" % tag)
+
+
 def encode_result(out: list, item, tag: str = "return") -> None:
     """Append one search result: an entity, a scalar or a multi-value row."""
     if isinstance(item, Entity):
@@ -146,13 +184,18 @@ def xsi_type(elem) -> tuple[str | None, str | None]:
     return elem.nsmap.get(prefix or None), name
 
 
-def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False) -> Entity:
+def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
+                  lenient: bool = False, fill: bool = False) -> Entity:
     """Build an :class:`Entity` from a bean element.
 
     The type comes from ``xsi:type`` when present, else from ``etype`` (the
     schema type of the relation the element sits in).  Empty elements are
     null; unknown elements are ignored, as JAXB does.  Meta attributes
-    (createId...) are kept in ``values`` only if ``keep_meta``.
+    (createId...) are kept in ``values`` only if ``keep_meta``.  With
+    ``lenient``, a value that does not convert is kept as its text, so that
+    the catalogue behind a server reports it with its own VALIDATION message.
+    With ``fill``, every attribute gets a key (None when absent), as the
+    embedded catalogue's entities have.
     """
     _, tname = xsi_type(elem)
     if tname is not None:
@@ -164,7 +207,7 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False) -> 
     if etype is None:
         raise DecodeError("bean %s has no type" % local(elem.tag))
     fields = etype.fields
-    values = {}
+    values = dict.fromkeys(etype.attrs) if fill else {}
     entity = Entity(etype, values)
     for child in elem:
         tag = child.tag
@@ -188,16 +231,18 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False) -> 
             try:
                 values[name] = to_python(f, child.text, etype.name)
             except ValueProblem as exc:
-                raise DecodeError(str(exc)) from None
+                if not lenient:
+                    raise DecodeError(str(exc)) from None
+                values[name] = child.text
         elif f.kind == ONE:
             values[name] = None if child.get(XSI_NIL) == "true" and len(child) == 0 \
-                else decode_entity(child, schema, schema[f.type], keep_meta)
+                else decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill)
         else:
             lst = values.get(name)
             if lst is None:
                 lst = values[name] = []
             if child.get(XSI_NIL) != "true":
-                lst.append(decode_entity(child, schema, schema[f.type], keep_meta))
+                lst.append(decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill))
     return entity
 
 
@@ -224,7 +269,7 @@ def decode_scalar(text: str | None, xtype: str):
     return text
 
 
-def decode_result(elem, schema: Schema, keep_meta: bool = False):
+def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = True):
     """One search result element: an Entity, a scalar or a tuple (fieldSet)."""
     if elem.get(XSI_NIL) == "true":
         return None
@@ -232,8 +277,8 @@ def decode_result(elem, schema: Schema, keep_meta: bool = False):
     if ns == XSD:
         return decode_scalar(elem.text, tname)
     if tname == "fieldSet":
-        return tuple(decode_result(c, schema, keep_meta) for c in elem
+        return tuple(decode_result(c, schema, keep_meta, fill) for c in elem
                      if isinstance(c.tag, str))
     if tname is None:
         return elem.text
-    return decode_entity(elem, schema, None, keep_meta)
+    return decode_entity(elem, schema, None, keep_meta, fill=fill)

@@ -19,6 +19,7 @@ threads and never concurrently.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import ipaddress
 import logging
@@ -91,6 +92,9 @@ class IcatService:
         self.sessions = sessions
         self.apiversion = apiversion or _apiversion(client)
         self._xsd = None
+        #: Operation name → number of calls (for measurements and tests).
+        self.calls = collections.Counter()
+        self._calls_lock = threading.Lock()
 
     def close(self):
         """Stop the worker; a client opened from a factory is closed there too."""
@@ -121,6 +125,8 @@ class IcatService:
         """Answer one SOAP request: ``(HTTP status, reply bytes)``."""
         try:
             op, params = self._parse(body)
+            with self._calls_lock:
+                self.calls[op] += 1
             method = getattr(self, "op_" + op, None)
             if method is None:
                 raise ClientFault("Cannot find dispatch method for {%s}%s" % (wsdl.TNS, op))
@@ -170,7 +176,7 @@ class IcatService:
     def _beans(self, params, name) -> list:
         entities = []
         for el in params.get(name, ()):
-            entity = codec.decode_entity(el, self.schema)
+            entity = codec.decode_entity(el, self.schema, lenient=True)
             _java_defaults(entity)
             entities.append(entity)
         return entities
