@@ -130,7 +130,7 @@ class DumpFileReader:
             self.name = "<stdin>"
         else:
             self.name = os.fspath(infile)
-            self.infile = open(infile, self.mode)
+            self.infile = open(infile, self.mode, **_text_args(self.mode))
             self._closefile = True
         self._retain = retained_types(self.schema)
         self.objindex: dict = {}
@@ -166,13 +166,14 @@ class DumpFileReader:
         Objects are new (not yet created); their references are resolved.
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
         """
-        for raw in self.parse_chunk(data):
+        for raw in self._located(self.parse_chunk(data)):
             try:
                 if raw.ref_only:
                     if raw.key:
+                        attrs = dict(raw.fields)
+                        ref = RawRef(key=attrs["ref"]) if "ref" in attrs else RawRef(attrs=attrs)
                         objindex[raw.key] = self._resolve_ref(
-                            self.schema.by_instance_name(_ref_tag(raw.tag)).name,
-                            RawRef(attrs=dict(raw.fields)), objindex)
+                            self._entity_type(_ref_tag(raw.tag)).name, ref, objindex)
                     continue
                 etype = self._entity_type(raw.tag)
                 yield raw.key, self._build(etype, raw, objindex)
@@ -210,9 +211,34 @@ class DumpFileReader:
     def chunks(self) -> Iterator[Any]:
         """Iterate over the chunks, keeping :attr:`chunk_number` current."""
         self.chunk_number = 0
-        for data in self.getdata():
+        chunks = self.getdata()
+        while True:
+            try:
+                data = next(chunks)
+            except StopIteration:
+                return
+            except DataFileError as exc:
+                # A backend's syntax error is in the chunk being read.
+                self._locate(exc, self.chunk_number + 1)
+                raise
             self.chunk_number += 1
             yield data
+
+    def _located(self, records: Iterator[RawObject]) -> Iterator[RawObject]:
+        """Pass a backend's records on, naming file and chunk in its errors."""
+        while True:
+            try:
+                raw = next(records)
+            except StopIteration:
+                return
+            except DataFileError as exc:
+                self._locate(exc, self.chunk_number)
+                raise
+            yield raw
+
+    def _locate(self, exc: DataFileError, chunk: int):
+        exc.file = exc.file or self.name
+        exc.chunk = exc.chunk or chunk or None
 
     def index_object(self, objindex, key, obj):
         """Register a just-read object under its key (before it is created)."""
@@ -335,6 +361,11 @@ class DumpFileReader:
         return etype.name
 
 
+def _text_args(mode: str) -> dict:
+    """Text files are UTF-8 whatever the locale says; binary ones have no encoding."""
+    return {} if "b" in mode else {"encoding": "utf-8"}
+
+
 def _ref_tag(tag: str) -> str:
     return tag[:-3] if tag.endswith("Ref") else tag
 
@@ -384,7 +415,7 @@ class DumpFileWriter:
             directory = os.path.dirname(os.path.abspath(path))
             fd, self._tmp_name = tempfile.mkstemp(
                 prefix="." + os.path.basename(path) + ".", suffix=".part", dir=directory)
-            self.outfile = os.fdopen(fd, self.mode)
+            self.outfile = os.fdopen(fd, self.mode, **_text_args(self.mode))
             self._final_name = path
             self._closefile = True
         self.idcounter: dict[str, int] = {}

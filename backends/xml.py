@@ -1,0 +1,200 @@
+"""XML data files, read and written as python-icat 1.7.0 does (ICAT-FACTS §5.2).
+
+Reading streams over the ``<data>`` chunks with ``lxml.etree.iterparse`` and
+throws each chunk away once it is parsed, so memory is bounded by the
+largest chunk, not the file.  The parser is locked down: no entity
+expansion, no DTD loading, no network; a document that declares a DOCTYPE
+at all is refused, since no ICAT data file has one and it is the carrier of
+entity-expansion and external-entity attacks.  Comments and processing
+instructions are dropped wherever they are (python-icat crashes on them).
+
+Writing reproduces python-icat's bytes: the XML declaration and
+``<icatdata>`` as raw text, a pretty-printed ``<head>``, one pretty-printed
+``<data>`` per non-empty chunk, ASCII output with numeric character
+references.  Objects are serialized as they arrive -- each one a small lxml
+tree given the whitespace that pretty-printing would add -- so a chunk is
+never held in memory as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from lxml import etree
+
+import icatdump
+from icatdump.dumpfile import (DataFileError, DumpFileReader, DumpFileWriter, RawObject,
+                               RawRef, Record)
+from icatdump.schema import MANY, ONE
+from icatdump.types import to_text
+
+_PARSER_OPTIONS = dict(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+    remove_comments=True, remove_pis=True)
+
+
+class XMLDumpFileReader(DumpFileReader):
+    """Read an XML data file chunk by chunk.
+
+    Besides what python-icat writes, it reads what python-icat's reader
+    accepts: references by attributes (``<sample name="x"
+    investigation.ref="inv_1"/>``), ``<xxxRef id=...>`` declarations of
+    existing objects, the lower-case tag spellings, the old alias names
+    and the legacy 4.x layout.
+    """
+
+    mode = "rb"
+
+    def getdata(self):
+        """Iterate over the ``<data>`` elements, each cleared after use."""
+        context = etree.iterparse(self.infile, events=("end",), tag="data", **_PARSER_OPTIONS)
+        checked = False
+        try:
+            for _, data in context:
+                if not checked:
+                    _refuse_doctype(data)
+                    checked = True
+                parent = data.getparent()
+                if parent is None or parent.getparent() is not None:
+                    raise DataFileError("<data> is allowed only directly inside the root element",
+                                        line=data.sourceline)
+                yield data
+                # Drop the chunk and the emptied chunks before it: the root
+                # must not grow by one element per chunk.
+                data.clear(keep_tail=False)
+                while data.getprevious() is not None:
+                    del parent[0]
+        except etree.XMLSyntaxError as exc:
+            raise DataFileError("XML syntax error: %s" % exc.msg,
+                                line=exc.lineno or None) from None
+
+    def parse_chunk(self, data):
+        """Turn each child of ``<data>`` into a :class:`RawObject`."""
+        for elem in data:
+            if not isinstance(elem.tag, str):
+                continue        # comments, PIs, entity nodes: never data
+            if elem.tag.endswith("Ref"):
+                yield RawObject(elem.tag, elem.get("id"),
+                                [(k, v) for k, v in elem.items() if k != "id"],
+                                elem.sourceline, ref_only=True)
+                continue
+            yield self._object(elem, elem.tag, elem.get("id"))
+
+    def _object(self, elem, tag, key):
+        """An object element: its sub-elements, interpreted by the schema.
+
+        The schema decides whether a sub-element is a value, a reference or
+        an embedded child; names the schema does not know are passed on as
+        text for the base class to report.
+        """
+        try:
+            etype = self.schema.by_instance_name(tag)
+        except KeyError:
+            etype = None
+        fields = []
+        for sub in elem:
+            name = sub.tag
+            if not isinstance(name, str):
+                continue
+            f = etype.fields.get(etype.aliases.get(name, name)) if etype else None
+            if f is not None and f.kind == MANY:
+                child_tag = self.schema[f.type].instance_name
+                fields.append((name, self._object(sub, child_tag, None)))
+            elif f is not None and f.kind == ONE:
+                fields.append((name, _reference(sub)))
+            else:
+                if len(sub):
+                    raise DataFileError("unexpected elements inside <%s> of <%s>" % (name, tag),
+                                        line=sub.sourceline)
+                fields.append((name, sub.text))
+        return RawObject(tag, key, fields, elem.sourceline)
+
+
+def _reference(elem) -> RawRef:
+    """A many-to-one element: ``ref="KEY"`` or a reference by attributes."""
+    ref = elem.get("ref")
+    if ref is not None:
+        return RawRef(key=ref)
+    attrs = {k: v for k, v in elem.items() if k != "id"}
+    if not attrs:
+        raise DataFileError("<%s> names no object: it needs ref=\"KEY\" or attributes"
+                            % elem.tag, line=elem.sourceline)
+    return RawRef(attrs=attrs)
+
+
+def _refuse_doctype(elem):
+    docinfo = elem.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise DataFileError("DOCTYPE declarations are not allowed in ICAT data files",
+                            line=1)
+
+
+class XMLDumpFileWriter(DumpFileWriter):
+    """Write an XML data file byte-identical to python-icat's."""
+
+    mode = "wb"
+
+    def __init__(self, client, outfile):
+        super().__init__(client, outfile)
+        self._in_chunk = False
+
+    def head(self):
+        head = etree.Element("head")
+        etree.SubElement(head, "date").text = \
+            datetime.datetime.now(datetime.timezone.utc).isoformat()
+        etree.SubElement(head, "service").text = self.client.url
+        etree.SubElement(head, "apiversion").text = str(self.client.apiversion)
+        etree.SubElement(head, "generator").text = icatdump.GENERATOR
+        self.outfile.write(b'<?xml version="1.0" encoding="utf-8"?>\n<icatdata>\n')
+        self.outfile.write(etree.tostring(head, pretty_print=True))
+
+    def startdata(self):
+        self._close_chunk()
+
+    def write_record(self, key, record: Record):
+        if not self._in_chunk:
+            # Opened lazily: an empty chunk leaves no trace in the file.
+            self.outfile.write(b"<data>\n")
+            self._in_chunk = True
+        elem = _element(record.type.instance_name, record, 1)
+        elem.set("id", key)
+        elem.tail = "\n"
+        self.outfile.write(b"  " + etree.tostring(elem))
+
+    def finalize(self):
+        self._close_chunk()
+        self.outfile.write(b"</icatdata>\n")
+
+    def _close_chunk(self):
+        if self._in_chunk:
+            self.outfile.write(b"</data>\n")
+            self._in_chunk = False
+
+
+def _element(tag: str, record: Record, depth: int):
+    """An object as an element, indented as ``pretty_print`` would at ``depth``.
+
+    lxml's pretty printer indents elements whose content is only elements,
+    two spaces a level; text-only elements stay on one line.  Setting that
+    whitespace by hand lets each object be serialized on its own.
+    """
+    elem = etree.Element(tag)
+    sub = etree.SubElement
+    for name, value in record.attrs:
+        sub(elem, name).text = to_text(value)
+    for name, key in record.refs:
+        sub(elem, name, ref=key)
+    for name, children in record.children:
+        for child in children:
+            elem.append(_element(name, child, depth + 1))
+    if len(elem):
+        inner = "\n" + "  " * (depth + 1)
+        elem.text = inner
+        for child in elem:
+            child.tail = inner
+        child.tail = "\n" + "  " * depth
+    return elem
+
+
+reader = XMLDumpFileReader
+writer = XMLDumpFileWriter
