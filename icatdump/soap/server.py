@@ -417,7 +417,8 @@ class IcatServer(ThreadingHTTPServer):
         return "http://%s:%d%s" % (host, port, SERVICE_PATH)
 
     def start(self):
-        self.thread = threading.Thread(target=self.serve_forever, name="icat-server",
+        # A short poll interval: shutdown() waits up to one interval.
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="icat-server",
                                        daemon=True)
         self.thread.start()
         return self
