@@ -32,20 +32,26 @@ class QuerySpec:
         if self.entity not in schema:
             return None
         etype = schema[self.entity]
-        includes = [p for p in self.includes if _path_exists(schema, etype, p)]
+        includes = [p for p in (_existing_prefix(schema, etype, p) for p in self.includes) if p]
         order = list(self.order) if self.order is not None else natural_order(schema, etype)
         where = {k: v.format(**params) for k, v in self.where.items()}
         return Query(self.entity, conditions=where, order=order, includes=includes,
                      join_specs=self.join_specs)
 
 
-def _path_exists(schema: Schema, etype, path: str) -> bool:
+def _existing_prefix(schema: Schema, etype, path: str) -> str:
+    """The longest leading part of an INCLUDE path that the schema has.
+
+    ``shifts.instrument.facility`` becomes ``shifts`` on 4.4, where a Shift
+    has no instrument yet."""
+    parts = []
     for part in path.split("."):
         f = etype.fields.get(part)
         if f is None or f.type not in schema:
-            return False
+            break
+        parts.append(part)
         etype = schema[f.type]
-    return True
+    return ".".join(parts)
 
 
 FAC = ("facility",)
