@@ -3,6 +3,7 @@
     icatdata init PATH          create an embedded catalogue
     icatdata info FILE          what a data file holds
     icatdata convert IN OUT     XML <-> YAML <-> plugin formats, offline
+    icatdata serve PATH         the catalogue as an ICAT SOAP service
 """
 
 from __future__ import annotations
@@ -132,6 +133,70 @@ def info(file, fmt, as_json):
     click.echo("objects:    %d" % result["objects"])
     for tag in sorted(set(top) | set(embedded)):
         click.echo("  %-30s %8d top-level %8d embedded" % (tag, top[tag], embedded[tag]))
+
+
+def _format_from_name(path: str) -> str | None:
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    return {"xml": "XML", "yaml": "YAML", "yml": "YAML"}.get(ext) or \
+        next((n for n in format_names() if n.lower() == ext), None)
+
+
+@main.command()
+@click.argument("infile", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("outfile", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-f", "--from", "informat", type=click.Choice(format_names(), case_sensitive=False),
+              help="Input format (default: detected from the content).")
+@click.option("-t", "--to", "outformat", type=click.Choice(format_names(), case_sensitive=False),
+              help="Output format (default: from OUTFILE's extension).")
+@click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
+              help="ICAT schema of the content (default: from the file's header).")
+@quiet_option
+@debug_option
+@handle_errors
+def convert(infile, outfile, informat, outformat, schema_version, quiet):
+    """Convert a data file to another format, offline and streaming.
+
+    The output is what icatdump would write for the same content.
+    """
+    from ..offline import convert as convert_file
+    informat, stream, name = open_input(infile, informat.upper() if informat else None)
+    outformat = (outformat or "").upper() or _format_from_name(outfile)
+    if not outformat:
+        raise UsageProblem("cannot tell the output format from %s: give -t FORMAT" % outfile)
+    header = read_head(informat, stream.peek(8192)[:8192])
+    schema = Schema.for_version(schema_version or header.get("apiversion") or DEFAULT_VERSION)
+    reader_cls, _ = get_backend(informat)
+    if "b" not in reader_cls.mode:
+        stream = io.TextIOWrapper(stream, encoding="utf-8")
+    with stream:
+        n = convert_file(stream, informat, outfile, outformat, schema,
+                         url=header.get("service", ""), apiversion=header.get("apiversion", ""))
+    if not quiet:
+        click.echo("icatdata: %d objects written to %s (%s)" % (n, outfile, outformat), err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback is announced with a warning.")
+@click.option("--port", default=0, type=click.IntRange(0, 65535),
+              help="Port (default: a free one, printed at start).")
+@click.option("--account", "accounts", multiple=True, metavar="NAME:PASSWORD",
+              help="An account of the 'simple' authenticator (repeatable; "
+                   "default root:secret).")
+@quiet_option
+@debug_option
+@handle_errors
+def serve(path, host, port, accounts, quiet):
+    """Serve the embedded catalogue PATH as an ICAT SOAP service."""
+    from ..soap.server import run_server
+    parsed = {}
+    for acc in accounts:
+        name, sep, password = acc.partition(":")
+        if not sep or not name:
+            raise UsageProblem("--account wants NAME:PASSWORD, got %r" % acc)
+        parsed[name] = password
+    run_server(path, host, port, parsed or None, quiet)
 
 
 if __name__ == "__main__":
