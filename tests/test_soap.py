@@ -7,7 +7,6 @@ getEntityInfo("Parameter"), secure parsing, concurrency.
 
 import datetime as dt
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import pytest
 from lxml import etree
 
 from contract import ClientContract, populate
-from icatdump.client import (IcatError, ObjectExistsError, ParameterError, SessionError,
+from icatdump.client import (ObjectExistsError, ParameterError, SessionError,
                              ValidationError)
 from icatdump.schema import Schema
 from icatdump.soap import codec, wsdl

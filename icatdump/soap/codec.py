@@ -17,7 +17,7 @@ import datetime as _dt
 import math
 
 from ..entity import Entity
-from ..schema import ATTRIBUTE, MANY, META_ATTRS, ONE, Schema
+from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
 from ..types import UTC, ValueProblem, parse_datetime, to_python
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
