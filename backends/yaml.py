@@ -10,11 +10,11 @@ duplicate keys be caught instead of silently overwritten.  libyaml
 Writing gives python-icat's bytes: ``yaml.dump(chunk,
 default_flow_style=False, explicit_start=True)``.  libyaml's emitter
 (``CSafeDumper``, ~6x faster) writes the same bytes except in two cases,
-found by comparing both on the example files and on random strings:
-double-quoted scalars (any character outside printable ASCII, or leading
-or trailing blanks) long enough to wrap are folded at other places, and
-keys of 123-128 characters are written plainly where PyYAML switches to
-the explicit ``? key`` form.  Objects that contain such a string are
+found by comparing both on the example files and on random data:
+double-quoted scalars (a character outside printable ASCII, a blank at
+either end or next to a line break) long enough to wrap are folded at
+other places, and keys of 123-128 characters are written plainly where
+PyYAML switches to the explicit ``? key`` form.  Objects that contain such a string are
 written with the pure-Python emitter; the rest of the chunk with libyaml.
 A block mapping's entries are emitted independently of each other, so the
 pieces concatenate to exactly what one ``yaml.dump`` of the chunk gives.
@@ -105,23 +105,36 @@ class YAMLDumpFileReader(DumpFileReader):
         for _, tag, etype, onode in sorted(sections, key=lambda s: s[0]):
             objects = sorted(self._pairs(onode), key=lambda kv: kv[0].value)
             for knode, vnode in objects:
-                yield self._object(etype, tag, knode.value, vnode)
+                yield self._object(etype, tag, knode.value, vnode, _line(knode))
 
     def _pairs(self, node: MappingNode):
-        """Key/value node pairs of a mapping: merges applied, duplicates refused."""
-        self._loader.flatten_mapping(node)
+        """Key/value node pairs of a mapping: duplicates refused, merges applied.
+
+        Keys written twice are an error (PyYAML would silently keep the
+        last); keys from a ``<<`` merge give way to those written out.
+        """
         seen = set()
-        for knode, vnode in node.value:
+        for knode, _ in node.value:
             if not isinstance(knode, ScalarNode):
                 raise DataFileError("mapping keys must be plain names", line=_line(knode))
+            if knode.tag == "tag:yaml.org,2002:merge":
+                continue
             if knode.value in seen:
                 raise DataFileError("duplicate key '%s'" % knode.value, line=_line(knode))
             seen.add(knode.value)
-            yield knode, vnode
+        self._loader.flatten_mapping(node)
+        pairs = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, ScalarNode):
+                raise DataFileError("mapping keys must be plain names", line=_line(knode))
+            pairs.pop(knode.value, None)
+            pairs[knode.value] = (knode, vnode)
+        return list(pairs.values())
 
-    def _object(self, etype, tag, key, node) -> RawObject:
+    def _object(self, etype, tag, key, node, line=None) -> RawObject:
+        line = line or _line(node)
         if _is_null(node):
-            return RawObject(tag, key, [], _line(node))
+            return RawObject(tag, key, [], line)
         if not isinstance(node, MappingNode):
             raise DataFileError("the definition of %s must be a mapping" % (key or tag),
                                 line=_line(node))
@@ -135,7 +148,7 @@ class YAMLDumpFileReader(DumpFileReader):
                                       for item in vnode.value]))
             else:
                 fields.append((name, self._construct(vnode)))
-        return RawObject(tag, key, fields, _line(node))
+        return RawObject(tag, key, fields, line)
 
     def _construct(self, node):
         try:
@@ -164,26 +177,31 @@ def _yaml_error(exc: yaml.YAMLError) -> DataFileError:
 # Writing
 # ---------------------------------------------------------------------------
 
-# Strings libyaml may emit differently: anything double-quoted (outside
-# printable ASCII, or blanks at either end) ...
-_NEEDS_PURE = re.compile(r"[^\x20-\x7e\n]|^[ \n]|[ \n]\Z")
-# ... and mapping keys in the length range where the two choose differently
+# Strings libyaml may emit differently: any that PyYAML double-quotes --
+# characters outside printable ASCII, blanks at either end, a space next to
+# a line break ...
+_NEEDS_PURE = re.compile(r"[^\x20-\x7e\n]|^[ \n]|[ \n]\Z| \n|\n ")
+# ... mapping keys that are not one printable line (they are double-quoted
+# too) ...
+_KEY_NEEDS_PURE = re.compile(r"[^\x20-\x7e]|^ | \Z")
+# ... and keys in the length range where the two choose differently
 # between a simple and an explicit ("? key") key.
 _KEY_RANGE = range(120, 132)
 
 
+def _key_needs_pure(key) -> bool:
+    return isinstance(key, str) and (len(key) in _KEY_RANGE or bool(_KEY_NEEDS_PURE.search(key)))
+
+
 def _needs_pure(key: str, obj: dict) -> bool:
-    if len(key) in _KEY_RANGE or _NEEDS_PURE.search(key):
-        return True
-    return _value_needs_pure(obj)
+    return _key_needs_pure(key) or _value_needs_pure(obj)
 
 
 def _value_needs_pure(value) -> bool:
     if isinstance(value, str):
         return bool(_NEEDS_PURE.search(value))
     if isinstance(value, dict):
-        return any(len(k) in _KEY_RANGE or _value_needs_pure(k) or _value_needs_pure(v)
-                   for k, v in value.items())
+        return any(_key_needs_pure(k) or _value_needs_pure(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_value_needs_pure(v) for v in value)
     return False

@@ -1,0 +1,33 @@
+"""Shared fixtures."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _load_examples_tool():
+    spec = importlib.util.spec_from_file_location("examples", ROOT / "tools" / "examples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def examples_tool():
+    """tools/examples.py as a module (``find(name)``, ``example_dir()``)."""
+    return _load_examples_tool()
+
+
+@pytest.fixture(scope="session")
+def example_dir(examples_tool) -> pathlib.Path:
+    """python-icat 1.7.0's unpacked sdist (downloaded on first use)."""
+    return examples_tool.example_dir()
+
+
+@pytest.fixture(scope="session")
+def example(examples_tool, example_dir):
+    """``example(name)``: the path of one of python-icat's example files."""
+    return examples_tool.find
