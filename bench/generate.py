@@ -56,9 +56,9 @@ class Generator:
         per_inv = 1 + 6 + self.datasets_per_inv * (3 + self.files_per_dataset * 2)
         self.investigations = max(1, objects // per_inv)
 
-    def new(self, name, **values):
+    def new(self, entity, /, **values):
         self.next_id += 1
-        return Entity(self.s[name], values, id=self.next_id)
+        return Entity(self.s[entity], values, id=self.next_id)
 
     def chunks(self):
         """Yield each chunk as a list of object lists (one list per entity type)."""

@@ -2,9 +2,10 @@
 
 python-icat makes one ``create`` call per top-level object.  Here objects are
 collected into batches and created with one ``create_many`` call each (one
-transaction in the embedded catalogue, one round trip over SOAP).  A batch is
-sent early only when the next object refers to an object still waiting in
-it, so dependency order is kept without sorting the chunk.
+transaction in the embedded catalogue).  Objects of a batch may refer to
+earlier objects of the same batch: file order is dependency order, and every
+client's ``create_many`` accepts such references (the SOAP client sends the
+referring objects in a later call, since ICAT can only refer by id).
 
 Duplicate handling follows python-icat's ``--duplicate`` options, and goes
 further so that an interrupted ingest can simply be run again:
@@ -62,7 +63,6 @@ class Ingester:
         self.progress = progress
         self.stats = IngestStats()
         self._pending: list[tuple[str | None, Entity]] = []
-        self._pending_ids: set[int] = set()
         self._pending_count = 0
 
     def run(self) -> IngestStats:
@@ -89,33 +89,16 @@ class Ingester:
                 self._flush()
                 self._use_existing(key, obj, existing)
                 return
-        if self._depends_on_pending(obj):
-            self._flush()
         self._pending.append((key, obj))
-        self._mark_pending(obj)
         self._pending_count += obj.count()
         if self._pending_count >= self.batch_size:
             self._flush()
-
-    def _mark_pending(self, obj: Entity):
-        self._pending_ids.add(id(obj))
-        for _, child in obj.children():
-            self._mark_pending(child)
-
-    def _depends_on_pending(self, obj: Entity) -> bool:
-        if not self._pending:
-            return False
-        for name in obj.type.ones:
-            related = obj.values.get(name)
-            if related is not None and id(related) in self._pending_ids:
-                return True
-        return any(self._depends_on_pending(child) for _, child in obj.children())
 
     def _flush(self):
         if not self._pending:
             return
         batch = self._pending
-        self._pending, self._pending_ids, self._pending_count = [], set(), 0
+        self._pending, self._pending_count = [], 0
         objs = [obj for _, obj in batch]
         try:
             self.client.create_many(objs)
