@@ -156,7 +156,10 @@ class XMLDumpFileWriter(DumpFileWriter):
             # Opened lazily: an empty chunk leaves no trace in the file.
             self.outfile.write(b"<data>\n")
             self._in_chunk = True
-        elem = _element(record.type.instance_name, record, 1)
+        try:
+            elem = _element(record.type.instance_name, record, 1)
+        except ValueError as exc:   # lxml: a character XML cannot carry
+            raise ValueError("%s: %s" % (key, exc)) from None
         elem.set("id", key)
         elem.tail = "\n"
         self.outfile.write(b"  " + etree.tostring(elem))

@@ -16,7 +16,7 @@ from collections import ChainMap
 
 from .client import Client, SearchResultError
 from .dumpfile import get_backend
-from .dumporder import GROUP_OF, type_order
+from .dumporder import CHUNK_GROUPS, GROUP_OF, type_order
 from .entity import Entity
 from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
 from .schema import ATTRIBUTE, ONE, Schema
@@ -94,7 +94,30 @@ class OfflineClient(Client):
         if missing:
             raise KeyError_("key %r lacks %s of the %s uniqueness constraint"
                             % (key, ", ".join(missing), name))
-        return Entity(etype, values)
+        return Placeholder(etype, values)
+
+
+class Placeholder(Entity):
+    """An object known only by its unique key; never changes once built.
+
+    It has no id, so key caches keyed by id cannot help it; it remembers
+    its own key and sort key instead, as a chunk may refer to the same
+    ParameterType or Facility thousands of times.
+    """
+    __slots__ = ("_key", "_sortkey")
+
+    def __init__(self, etype, values):
+        super().__init__(etype, values)
+        self._key = Entity.unique_key(self)
+        self._sortkey = Entity.sortkey(self)
+
+    def unique_key(self, keyindex=None) -> str:
+        return self._key
+
+    getUniqueKey = unique_key
+
+    def sortkey(self) -> list:
+        return self._sortkey
 
 
 def convert(infile, informat: str, outfile, outformat: str, schema: Schema,
@@ -146,17 +169,22 @@ def output_chunks(objs: list[Entity], order: dict[str, int]) -> list[list[list[E
         per_owner: dict[str, tuple[list, list[Entity]]] = {}
         for obj in members:
             o = owner(obj)
-            entry = per_owner.setdefault(o.unique_key(), (o.sortkey(), []))
+            if o is None:       # cannot tell: keep it with the first owner
+                entry = next(iter(per_owner.values()), None) or \
+                    per_owner.setdefault("", ([], []))
+            else:
+                entry = per_owner.setdefault(o.unique_key(), (o.sortkey(), []))
             entry[1].append(obj)
         for _, (_, owned) in sorted(per_owner.items(), key=lambda e: e[1][0]):
             chunks.append(_by_type(owned, order))
     return chunks
 
 
+_GROUP_NAMES = [g for g, _ in CHUNK_GROUPS]
+
+
 def _group_rank(name: str) -> int:
-    from .dumporder import CHUNK_GROUPS
-    names = [g for g, _ in CHUNK_GROUPS]
-    return names.index(name) if name in names else len(names)
+    return _GROUP_NAMES.index(name) if name in _GROUP_NAMES else len(_GROUP_NAMES)
 
 
 def _by_type(objs: list[Entity], order: dict[str, int]) -> list[list[Entity]]:
@@ -166,16 +194,16 @@ def _by_type(objs: list[Entity], order: dict[str, int]) -> list[list[Entity]]:
     return [by_type[t] for t in sorted(by_type, key=lambda t: order.get(t, len(order)))]
 
 
-def _investigation_of(obj: Entity) -> Entity:
+def _investigation_of(obj: Entity) -> Entity | None:
     if obj.type.name == "Investigation":
         return obj
     if obj.type.name == "Datafile":
-        return obj.values["dataset"].values["investigation"]
-    return obj.values["investigation"]
+        obj = obj.values.get("dataset")
+    return obj.values.get("investigation") if obj is not None else None
 
 
-def _publication_of(obj: Entity) -> Entity:
-    return obj if obj.type.name == "DataPublication" else obj.values["publication"]
+def _publication_of(obj: Entity) -> Entity | None:
+    return obj if obj.type.name == "DataPublication" else obj.values.get("publication")
 
 
 _OWNERS = {"investigation": _investigation_of, "publication": _publication_of}
