@@ -45,9 +45,12 @@ class FileOnly:
 class Generator:
     """Builds the objects chunk by chunk, with ids as a catalogue would give."""
 
-    def __init__(self, schema: Schema, objects: int, seed: int = 1):
+    def __init__(self, schema: Schema, objects: int, seed: int = 1, quotes: bool = True):
         self.s = schema
         self.rand = random.Random(seed)
+        # python-icat cannot ingest names with an apostrophe (it does not
+        # escape JPQL literals); files meant for it leave them out.
+        self.awkward = AWKWARD if quotes else [a for a in AWKWARD if "'" not in a]
         self.target = objects
         self.next_id = 0
         # Shape: per investigation ~ 1 + 4 datasets * (2 params + 1) + 4*20 datafiles * 2
@@ -64,11 +67,11 @@ class Generator:
         """Yield each chunk as a list of object lists (one list per entity type)."""
         r = self.rand
         nusers = max(5, self.investigations // 4)
-        users = [self.new("User", name="db/user%05d" % i, fullName="%s %d" % (r.choice(AWKWARD), i),
+        users = [self.new("User", name="db/user%05d" % i, fullName="%s %d" % (r.choice(self.awkward), i),
                           email="user%d@example.org" % i) for i in range(nusers)]
         groups = []
         for i in range(max(2, nusers // 10)):
-            g = self.new("Grouping", name="group-%d %s" % (i, r.choice(AWKWARD)))
+            g = self.new("Grouping", name="group-%d %s" % (i, r.choice(self.awkward)))
             g.values["userGroups"] = [self.new("UserGroup", user=u)
                                       for u in r.sample(users, min(5, len(users)))]
             groups.append(g)
@@ -79,7 +82,7 @@ class Generator:
 
         fac = self.new("Facility", name="ESNF", fullName="Example Neutron Facility — Ørsted",
                        daysUntilRelease=1095)
-        inst = [self.new("Instrument", name="I%d" % i, fullName="Instrument %s" % AWKWARD[i],
+        inst = [self.new("Instrument", name="I%d" % i, fullName="Instrument %s" % self.awkward[i],
                          facility=fac) for i in range(3)]
         ptypes = [self.new("ParameterType", name="Temperature", units="K", valueType="NUMERIC",
                            facility=fac, applicableToDatafile=True, applicableToDataset=True,
@@ -97,7 +100,7 @@ class Generator:
         for i in range(self.investigations):
             when = start + dt.timedelta(hours=i)
             inv = self.new("Investigation", name="INV-%06d" % i, visitId="1.%d" % (i % 3),
-                           title="Study of %s, part %d" % (r.choice(AWKWARD), i),
+                           title="Study of %s, part %d" % (r.choice(self.awkward), i),
                            startDate=when, facility=fac, type=itype)
             inv.values["investigationUsers"] = [
                 self.new("InvestigationUser", role="PI", user=r.choice(users))]
@@ -108,12 +111,12 @@ class Generator:
                 self.new("InvestigationInstrument", instrument=r.choice(inst))]
             datasets, datafiles = [], []
             for d in range(self.datasets_per_inv):
-                ds = self.new("Dataset", name="ds-%02d %s" % (d, r.choice(AWKWARD)),
+                ds = self.new("Dataset", name="ds-%02d %s" % (d, r.choice(self.awkward)),
                               complete=bool(d % 2), investigation=inv, type=dstype,
                               startDate=when)
                 ds.values["parameters"] = [
                     self.new("DatasetParameter", type=ptypes[0], numericValue=round(r.random(), 6)),
-                    self.new("DatasetParameter", type=ptypes[1], stringValue=r.choice(AWKWARD))]
+                    self.new("DatasetParameter", type=ptypes[1], stringValue=r.choice(self.awkward))]
                 datasets.append(ds)
                 for f in range(self.files_per_dataset):
                     df = self.new("Datafile", name="file_%05d.nxs" % f, fileSize=r.randrange(10**9),
@@ -136,9 +139,9 @@ class Generator:
         yield [collections]
 
 
-def generate(path, fmt: str, objects: int, seed: int = 1) -> int:
+def generate(path, fmt: str, objects: int, seed: int = 1, quotes: bool = True) -> int:
     """Write a file of about ``objects`` objects; returns the exact count."""
-    gen = Generator(Schema.for_version("6.2"), objects, seed)
+    gen = Generator(Schema.for_version("6.2"), objects, seed, quotes)
     client = FileOnly(gen.s)
     count = 0
     with open_dumpfile(client, str(path), fmt, "w") as writer:
@@ -154,8 +157,10 @@ def main():
     p.add_argument("-f", "--format", default="XML")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-quotes", action="store_true",
+                   help="no apostrophes in names (python-icat cannot ingest them)")
     a = p.parse_args()
-    n = generate(a.output, a.format.upper(), a.objects, a.seed)
+    n = generate(a.output, a.format.upper(), a.objects, a.seed, not a.no_quotes)
     print("%s: %d objects" % (a.output, n), file=sys.stderr)
 
 

@@ -441,6 +441,10 @@ class DumpFileWriter:
             os.fsync(self.outfile.fileno())
             self.outfile.close()
             self._closefile = False
+            # mkstemp made the file private; give it the mode a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp_name, 0o666 & ~umask)
             os.replace(self._tmp_name, self._final_name)
         else:
             self.outfile.flush()

@@ -1,0 +1,280 @@
+"""Benchmarks for ingest and dump, each next to its baseline from the same run.
+
+Machines here are noisy, so every figure is printed with a baseline measured
+in the same run, and the ratio is what to quote:
+
+* ingest into the embedded catalogue vs. the raw parse rate of the same file
+  (lxml ``iterparse`` building dicts; PyYAML ``CSafeLoader``);
+* ingest through ``icatdata serve`` vs. python-icat 1.7.0's ``icatingest.py``
+  against the same local server (time and HTTP requests);
+* dump from the embedded catalogue vs. the raw serialization rate of the same
+  objects (lxml build + ``tostring``; PyYAML ``CSafeDumper``);
+* dump through ``icatdata serve`` vs. python-icat's ``icatdump.py``.
+
+Every measured command runs in its own process, so peak RSS is its own.
+
+    python bench/run.py                      # 10^4 and 10^5 objects
+    python bench/run.py --sizes 1000000      # the big one (minutes)
+    python bench/run.py --no-pyicat          # skip python-icat (slow at 10^5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+
+
+def run(cmd) -> tuple[float, float, str]:
+    """Run a command; return (seconds, its own peak RSS in MiB, stderr)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - start
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    if status != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(map(str, cmd)), text[-2000:]))
+    return elapsed, usage.ru_maxrss / 1024, text
+
+
+def timed_child(code: str) -> tuple[float, float]:
+    """Run Python code in a child process that prints its own elapsed time
+    (so start-up and imports are not counted); return it and the peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        err.seek(0)
+        if status != 0:
+            raise SystemExit("failed: %s\n%s" % (code[:200], err.read().decode()[-2000:]))
+        return float(out.read().decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+RAW_XML = """
+import time, sys
+from lxml import etree
+t = time.monotonic(); n = 0
+def todict(el):
+    d = {}
+    for c in el:
+        if len(c):
+            d.setdefault(c.tag, []).append(todict(c))
+        else:
+            d[c.tag] = c.text if c.text is not None else dict(c.attrib)
+    return d
+for _, data in etree.iterparse(%r, tag="data"):
+    for obj in data:
+        todict(obj)
+    data.clear()
+print(time.monotonic() - t)
+"""
+
+RAW_YAML = """
+import time, yaml
+t = time.monotonic()
+with open(%r) as f:
+    for doc in yaml.load_all(f, Loader=yaml.CSafeLoader):
+        pass
+print(time.monotonic() - t)
+"""
+
+INGEST = """
+import time
+from icatdump.store import EmbeddedClient, init_catalogue
+from icatdump.dumpfile import open_dumpfile
+from icatdump.ingest import ingest
+init_catalogue(%r)
+c = EmbeddedClient(%r)
+t = time.monotonic()
+with open_dumpfile(c, %r, %r, "r") as r:
+    ingest(c, r)
+print(time.monotonic() - t)
+"""
+
+DUMP = """
+import time
+from icatdump.store import EmbeddedClient
+from icatdump.dumpfile import open_dumpfile
+from icatdump.dump import dump
+c = EmbeddedClient(%r)
+t = time.monotonic()
+with open_dumpfile(c, %r, %r, "w") as w:
+    dump(c, w)
+print(time.monotonic() - t)
+"""
+
+RAW_DUMP_XML = """
+import time
+from lxml import etree
+from icatdump.store import EmbeddedClient
+from icatdump.dumpfile import open_dumpfile
+from icatdump.dump import plan
+from icatdump.types import to_text
+c = EmbeddedClient(%r)
+objs = []
+for name, queries, page in plan(c):
+    for q in queries:
+        objs.extend(c.search(q))
+def elem(o):
+    e = etree.Element(o.type.instance_name)
+    for k, v in sorted(o.values.items()):
+        if isinstance(v, list):
+            for ch in v:
+                e.append(elem(ch))
+        elif v is not None and not hasattr(v, "values"):
+            etree.SubElement(e, k).text = to_text(v)
+    return e
+t = time.monotonic()
+data = etree.Element("data")
+n = 0
+for o in objs:
+    data.append(elem(o))
+    n += 1
+    if n %% 1000 == 0:
+        etree.tostring(data, pretty_print=True); data = etree.Element("data")
+etree.tostring(data, pretty_print=True)
+print(time.monotonic() - t)
+"""
+
+RAW_DUMP_YAML = """
+import time, yaml
+from icatdump.store import EmbeddedClient
+from icatdump.dump import plan
+from icatdump.types import to_yaml
+c = EmbeddedClient(%r)
+objs = []
+for name, queries, page in plan(c):
+    for q in queries:
+        objs.extend(c.search(q))
+def todict(o):
+    d = {}
+    for k, v in o.values.items():
+        if isinstance(v, list):
+            d[k] = [todict(ch) for ch in v]
+        elif v is not None and not hasattr(v, "values"):
+            d[k] = to_yaml(v)
+    return d
+t = time.monotonic()
+for i in range(0, len(objs), 1000):
+    yaml.dump({"x": {str(j): todict(o) for j, o in enumerate(objs[i:i + 1000])}},
+              Dumper=yaml.CSafeDumper, default_flow_style=False, explicit_start=True)
+print(time.monotonic() - t)
+"""
+
+
+def fmt_rate(n, secs):
+    return "%9.0f obj/s" % (n / secs) if secs > 0 else "-"
+
+
+def bench_size(n: int, pyicat: bool, soap: bool):
+    from bench.generate import generate
+    OUT.mkdir(parents=True, exist_ok=True)
+    print("\n== %d objects ==" % n)
+    files = {}
+    for fmt in ("XML", "YAML"):
+        path = OUT / ("gen-%d.%s" % (n, fmt.lower()))
+        if not path.exists():
+            generate(path, fmt, n)
+        files[fmt] = path
+    count = _count_objects(files["XML"])
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="icatdump-bench-"))
+
+    print("-- ingest into the embedded catalogue (baseline: raw parse of the same file)")
+    for fmt in ("XML", "YAML"):
+        raw_code = (RAW_XML % str(files[fmt])) if fmt == "XML" else (RAW_YAML % str(files[fmt]))
+        raw_t, raw_rss = timed_child(raw_code)
+        db = tmp / ("ingest-%s.sqlite" % fmt)
+        t, rss = timed_child(INGEST % (str(db), str(db), str(files[fmt]), fmt))
+        print("  %-4s raw parse %s %6.0f MiB | ingest %s %6.0f MiB | ratio %.2f"
+              % (fmt, fmt_rate(count, raw_t), raw_rss, fmt_rate(count, t), rss, raw_t / t))
+
+    db = tmp / "ingest-XML.sqlite"
+    print("-- dump from the embedded catalogue (baseline: raw serialization of the same objects)")
+    for fmt, raw in (("XML", RAW_DUMP_XML), ("YAML", RAW_DUMP_YAML)):
+        raw_t, raw_rss = timed_child(raw % str(db))
+        t, rss = timed_child(DUMP % (str(db), str(tmp / ("dump." + fmt.lower())), fmt))
+        print("  %-4s raw serialize %s | dump %s %6.0f MiB | ratio %.2f"
+              % (fmt, fmt_rate(count, raw_t), fmt_rate(count, t), rss, raw_t / t))
+
+    if soap:
+        safe = OUT / ("gen-%d-noquotes.xml" % n)
+        if not safe.exists():
+            generate(safe, "XML", n, quotes=False)
+        bench_soap(safe, _count_objects(safe), tmp, pyicat)
+
+
+def bench_soap(xml_file, count, tmp, pyicat):
+    """Ours vs python-icat against the same local SOAP server."""
+    from icatdump.soap.server import serve
+    from icatdump.store import EmbeddedClient, init_catalogue
+    print("-- through icatdata serve (baseline: python-icat 1.7.0 against the same server)")
+    scripts = ROOT / ".cache" / "python-icat-1.7.0" / "src" / "scripts"
+    contenders = [("icatdump", None)]
+    if pyicat:
+        contenders.append(("python-icat", scripts))
+    results = {}
+    for name, script_dir in contenders:
+        db = tmp / ("soap-%s.sqlite" % name)
+        init_catalogue(str(db))
+        server = serve(lambda: EmbeddedClient(str(db)), accounts={"root": "secret"})
+        conn = ["-w", server.url.rsplit("/ICATService", 1)[0], "-a", "simple", "-u", "root",
+                "-p", "secret"]
+        try:
+            if script_dir is None:
+                ing = [sys.executable, "-m", "icatdump.cli.ingest", *conn, "-i", str(xml_file)]
+                dmp = [sys.executable, "-m", "icatdump.cli.dump", *conn, "-f", "XML",
+                       "-o", str(tmp / "soap-ours.xml")]
+            else:
+                ing = [sys.executable, str(script_dir / "icatingest.py"), *conn, "-f", "XML",
+                       "-i", str(xml_file)]
+                dmp = [sys.executable, str(script_dir / "icatdump.py"), *conn, "-f", "XML",
+                       "-o", str(tmp / "soap-pyicat.xml")]
+            before = sum(server.service.calls.values())
+            t_ing, _, _ = run(ing)
+            req_ing = sum(server.service.calls.values()) - before
+            before = sum(server.service.calls.values())
+            t_dmp, _, _ = run(dmp)
+            req_dmp = sum(server.service.calls.values()) - before
+        finally:
+            server.shutdown()
+        results[name] = (t_ing, req_ing, t_dmp, req_dmp)
+        print("  %-11s ingest %6.1f s %s %6d requests | dump %6.1f s %s %6d requests"
+              % (name, t_ing, fmt_rate(count, t_ing), req_ing, t_dmp, fmt_rate(count, t_dmp),
+                 req_dmp))
+    if "python-icat" in results:
+        a, b = results["icatdump"], results["python-icat"]
+        print("  ratio: ingest %.1fx faster, %.1fx fewer requests; dump %.1fx faster"
+              % (b[0] / a[0], b[1] / max(a[1], 1), b[2] / a[2]))
+
+
+def _count_objects(path) -> int:
+    """Objects (top-level and embedded) in a file, as icatdata info counts them."""
+    out = subprocess.run([sys.executable, "-m", "icatdump.cli.data", "info", "--json", str(path)],
+                         capture_output=True, check=True, text=True).stdout
+    import json
+    return json.loads(out)["objects"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--no-pyicat", action="store_true", help="skip python-icat")
+    p.add_argument("--no-soap", action="store_true", help="skip the SOAP measurements")
+    a = p.parse_args()
+    os.chdir(ROOT)
+    for n in a.sizes:
+        bench_size(n, not a.no_pyicat, not a.no_soap)
+
+
+if __name__ == "__main__":
+    main()
