@@ -137,7 +137,7 @@ class DumpFileReader:
         self.chunk_number = 0
         # References resolved in the catalogue, kept across chunks: static
         # data (Facility, ParameterType, User...) is searched once per run.
-        self._ref_cache: OrderedDict = OrderedDict()
+        self._ref_cache = RefCache(self.cache_size)
 
     def __enter__(self):
         return self
@@ -301,17 +301,17 @@ class DumpFileReader:
                 obj = self.objindex.get(key)
             if obj is None:
                 obj = self._ref_cache.get(key)
-                if obj is not None:
-                    self._ref_cache.move_to_end(key)
             if obj is None:
                 if is_generic(key):
                     raise DataFileError("reference '%s' is not defined earlier in the file" % key)
                 try:
-                    obj = self.client.search_unique_key(key, None)
+                    # The cache doubles as the key index of the search, so the
+                    # nested parts of a key (its facility, investigation...)
+                    # are searched once per run too.
+                    obj = self.client.search_unique_key(key, self._ref_cache)
                 except SearchResultError:
                     raise DataFileError("reference '%s' not found in the file or the catalogue"
                                         % key) from None
-                self._remember(key, obj)
         else:
             cache_key = (target,) + tuple(sorted(ref.attrs.items()))
             obj = self._ref_cache.get(cache_key)
@@ -319,17 +319,11 @@ class DumpFileReader:
                 obj = self._search_by_attributes(target, ref.attrs, objindex)
                 # References to other local keys make the result chunk-local.
                 if not any(k.endswith(".ref") for k in ref.attrs):
-                    self._remember(cache_key, obj)
+                    self._ref_cache[cache_key] = obj
         if obj.type.name != target:
             raise DataFileError("reference '%s' names a %s, expected a %s"
                                 % (ref.key or ref.attrs, obj.type.name, target))
         return obj
-
-    def _remember(self, key, obj):
-        # Keep only the id: the cache must not pin whole object graphs.
-        self._ref_cache[key] = Entity(obj.type, {}, obj.id) if obj.id is not None else obj
-        if len(self._ref_cache) > self.cache_size:
-            self._ref_cache.popitem(last=False)
 
     def _search_by_attributes(self, target, attrs, objindex) -> Entity:
         conditions = {}
@@ -364,6 +358,32 @@ class DumpFileReader:
 def _text_args(mode: str) -> dict:
     """Text files are UTF-8 whatever the locale says; binary ones have no encoding."""
     return {} if "b" in mode else {"encoding": "utf-8"}
+
+
+class RefCache(OrderedDict):
+    """A bounded key → object map, least recently used out first.
+
+    It holds objects found in the catalogue, stripped to their id, so that
+    it never pins whole object graphs.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):
+        obj = super().get(key)
+        if obj is None:
+            return default
+        self.move_to_end(key)
+        return obj
+
+    def __setitem__(self, key, obj):
+        if obj.id is not None and obj.values:
+            obj = Entity(obj.type, {}, obj.id)
+        super().__setitem__(key, obj)
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
 def _ref_tag(tag: str) -> str:

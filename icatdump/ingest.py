@@ -58,6 +58,10 @@ class Ingester:
             raise ValueError("invalid duplicate mode %r" % duplicate)
         self.client = client
         self.reader = reader
+        # Ingest never refers to an embedded child by id, so a client that
+        # must search for those ids after createMany (SOAP) can skip it.
+        if hasattr(client, "learn_child_ids"):
+            client.learn_child_ids = False
         self.duplicate = duplicate
         self.batch_size = batch_size
         self.progress = progress

@@ -287,20 +287,20 @@ class SoapClient(Client):
 
     def create_many(self, entities: list[Entity]) -> list[int]:
         """createMany; objects referring to others of the same list go in a
-        later call (ICAT can only refer by id), so such a list is not atomic."""
-        ids = []
-        for start, part in _split_on_references(entities):
+        later call (ICAT can only refer by id), so such a list is not atomic.
+        Ids are returned (and set) in list order; an error's offset is the
+        index in ``entities``."""
+        for indices, part in _split_on_references(entities):
             try:
                 found = self._invoke_beans("createMany", "beans", part)
             except IcatError as exc:
-                if exc.offset is not None:
-                    exc.offset += start
+                if exc.offset is not None and 0 <= exc.offset < len(indices):
+                    exc.offset = indices[exc.offset]
                 raise
             for entity, el in zip(part, found):
                 entity.id = int(el.text)
-                ids.append(entity.id)
             self._set_child_ids(part)
-        return ids
+        return [entity.id for entity in entities]
 
     def create(self, entity: Entity) -> int:
         (el,) = self._invoke_beans("create", "bean", [entity])
@@ -359,29 +359,41 @@ class SoapClient(Client):
 
 
 def _split_on_references(entities):
-    """Yield ``(offset, sublist)``: cut before an object that refers to an
-    object (or an embedded child) created earlier in the same list."""
-    start, pending = 0, set()
+    """Yield ``(indices, sublist)``: the list cut into dependency levels.
 
-    def refers(obj):
+    ICAT can only refer to objects that exist, by id.  An object that refers
+    to another object of the list (or to one of its embedded children) must
+    go in a later call.  Grouping by level -- 0 for objects that refer to
+    nothing in the list, else one more than the deepest object referred to --
+    needs as many calls as the longest chain (investigation, dataset,
+    datafile: three), however many chunks the list spans.
+    """
+    level_of = {}
+
+    def deepest_reference(obj):
+        deepest = -1
         for name in obj.type.ones:
             v = obj.values.get(name)
-            if v is not None and v.id is None and id(v) in pending:
-                return True
-        return any(refers(c) for _, c in obj.children())
-
-    def mark(obj):
-        pending.add(id(obj))
+            if v is not None and v.id is None:
+                deepest = max(deepest, level_of.get(id(v), -1))
         for _, c in obj.children():
-            mark(c)
+            deepest = max(deepest, deepest_reference(c))
+        return deepest
 
+    def mark(obj, level):
+        level_of[id(obj)] = level
+        for _, c in obj.children():
+            mark(c, level)
+
+    levels = []
     for i, obj in enumerate(entities):
-        if pending and refers(obj):
-            yield start, entities[start:i]
-            start, pending = i, set()
-        mark(obj)
-    if start < len(entities):
-        yield start, entities[start:]
+        level = deepest_reference(obj) + 1 if level_of else 0
+        mark(obj, level)
+        if level == len(levels):
+            levels.append([])
+        levels[level].append(i)
+    for indices in levels:
+        yield indices, [entities[i] for i in indices]
 
 
 def _ref(entity: Entity) -> Entity:
