@@ -248,6 +248,20 @@ class DumpFileReader:
             else:
                 objindex[key] = obj
 
+    def remember_created(self, objindex):
+        """Keep the unique keys of a chunk's created objects for later chunks.
+
+        Their keys are valid in the whole catalogue, so a later reference to
+        one (a data collection naming a dataset) needs no search.  Local
+        names (``id="inv_1"``) and generic keys stay chunk-local, as in
+        python-icat.
+        """
+        local = objindex.maps[0] if isinstance(objindex, ChainMap) else objindex
+        for key, obj in local.items():
+            if obj.id is not None and key.startswith(obj.type.name + "_") \
+                    and not is_generic(key):
+                self._ref_cache[key] = obj
+
     # -- building entities ------------------------------------------------------
     def _entity_type(self, tag) -> EntityType:
         try:

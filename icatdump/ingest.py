@@ -79,6 +79,7 @@ class Ingester:
                 reader.index_object(objindex, key, obj)
                 self._add(key, obj)
             self._flush()
+            reader.remember_created(objindex)
             self.stats.chunks += 1
             if self.progress:
                 self.progress(self.stats)
