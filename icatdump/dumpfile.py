@@ -279,6 +279,9 @@ class DumpFileReader:
                 raise DataFileError("invalid attribute '%s' in %s" % (name, etype.instance_name),
                                     line=raw.line)
             if f.kind == ATTRIBUTE:
+                if value.__class__ is str and f.type == "String":
+                    values[fname] = value       # the common case, nothing to convert
+                    continue
                 if isinstance(value, (RawRef, RawObject)):
                     raise DataFileError("%s.%s: expected a value, got a reference or object"
                                         % (etype.name, fname), line=raw.line)
@@ -286,8 +289,14 @@ class DumpFileReader:
             elif f.kind == ONE:
                 if value is None or value == "":
                     continue
-                if isinstance(value, str):
-                    value = RawRef(key=value)
+                key = value if value.__class__ is str else getattr(value, "key", None)
+                if key is not None:
+                    # Most references name an object of the same chunk.
+                    obj = objindex.get(key) if objindex is not None else None
+                    if obj is not None and obj.type.name == f.type:
+                        values[fname] = obj
+                        continue
+                    value = RawRef(key=key)
                 if not isinstance(value, RawRef):
                     raise DataFileError("%s.%s: expected a reference to a %s"
                                         % (etype.name, fname, f.type), line=raw.line)
