@@ -13,7 +13,7 @@ import abc
 from .entity import Entity
 from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
 from .query import Query, literal
-from .schema import ATTRIBUTE, MANY, ONE, Schema
+from .schema import ATTRIBUTE, ONE, Schema
 
 
 class IcatError(Exception):
@@ -77,6 +77,20 @@ def error_for(type_name: str, message: str, offset=None) -> IcatError:
 
 class SearchResultError(ValueError):
     """A search that had to find exactly one object found none or several."""
+
+
+def parse_unique_key(schema: Schema, key: str):
+    """``(entity type, {attr: raw value})`` of a unique key, checked.
+
+    Generic keys (``DataCollection_00000001``) name objects by their place
+    in a file, so only a file's own index can resolve them.
+    """
+    name, rest = split_key(key)
+    if name not in schema:
+        raise KeyError_("malformed key %r: unknown entity %r" % (key, name))
+    if is_generic(key):
+        raise KeyError_("key %r is not defined earlier in the file" % key)
+    return schema[name], parse_attr_values(rest)
 
 
 class Client(abc.ABC):
@@ -167,13 +181,8 @@ class Client(abc.ABC):
         """
         if objindex is not None and key in objindex:
             return objindex[key]
-        name, rest = split_key(key)
-        if name not in self.schema:
-            raise KeyError_("malformed key %r: unknown entity %r" % (key, name))
-        if is_generic(key):
-            raise KeyError_("key %r is not defined earlier in the file" % key)
-        etype = self.schema[name]
-        values = parse_attr_values(rest)
+        etype, values = parse_unique_key(self.schema, key)
+        name = etype.name
         conditions = {}
         for attr, raw in values.items():
             f = etype.fields.get(attr)

@@ -35,7 +35,7 @@ from .client import Client, SearchResultError
 from .entity import DataConsistencyError, Entity
 from .keys import KeyError_, is_generic
 from .query import Query, literal
-from .schema import ATTRIBUTE, MANY, ONE, EntityType
+from .schema import ATTRIBUTE, ONE, EntityType
 from .types import ValueProblem, to_python
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import itertools
 from collections import ChainMap
 
-from .client import Client, SearchResultError
+from .client import Client, SearchResultError, parse_unique_key
 from .dumpfile import get_backend
 from .dumporder import CHUNK_GROUPS, GROUP_OF, type_order
 from .entity import Entity
-from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
+from .keys import KeyError_, unquote
 from .schema import ATTRIBUTE, ONE, Schema
 
 
@@ -73,13 +73,8 @@ class OfflineClient(Client):
     searchUniqueKey = search_unique_key
 
     def _placeholder(self, key: str) -> Entity:
-        name, rest = split_key(key)
-        if name not in self.schema:
-            raise KeyError_("malformed key %r: unknown entity %r" % (key, name))
-        if is_generic(key):
-            raise KeyError_("key %r is not defined earlier in the file" % key)
-        etype = self.schema[name]
-        parts = parse_attr_values(rest)
+        etype, parts = parse_unique_key(self.schema, key)
+        name = etype.name
         values = {}
         for attr, raw in parts.items():
             f = etype.fields.get(attr)
