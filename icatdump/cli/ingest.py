@@ -12,7 +12,7 @@ from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
-from .progress import Progress
+from .progress import Progress, per_type_lines
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,12 +33,13 @@ from .progress import Progress
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1),
               help="Objects per createMany call.")
 @quiet_option
+@click.option("-v", "--verbose", is_flag=True, help="Add a line per entity type to the summary.")
 @list_formats_option
 @debug_option
 @click.version_option(__version__, prog_name="icatingest")
 @handle_errors
 def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, quiet,
-         **params):
+         verbose, **params):
     """Ingest a data file into an ICAT catalogue.
 
     With no URL configured, the default embedded catalogue is used.
@@ -50,7 +51,7 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
         stream = io.TextIOWrapper(stream, encoding="utf-8")
-    progress = Progress(quiet)
+    progress = Progress(quiet, verbose=verbose)
     with stream, open_client(cfg) as client:
         with reader_cls(client, stream) as reader:
             reader.name = name
@@ -64,7 +65,9 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     if stats.updated:
         parts.append("%d updated" % sum(stats.updated.values()))
     progress.done("icatingest: %d chunks, %s, in %.1f s"
-                  % (stats.chunks, ", ".join(parts), stats.seconds))
+                  % (stats.chunks, ", ".join(parts), stats.seconds),
+                  per_type_lines(created=stats.created, already_present=stats.skipped,
+                                 updated=stats.updated))
 
 
 if __name__ == "__main__":
