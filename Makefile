@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 DEMO = demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test docs bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+# The documentation site (Sphinx, Markdown pages), warnings as errors.
+docs: venv
+	$(BIN)/python -m sphinx -W --keep-going -b html doc doc/_build/html
+	@echo "docs: doc/_build/html/index.html"
+
 bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .cache
+	rm -rf $(VENV) $(DEMO) .cache doc/_build
