@@ -205,3 +205,11 @@ def test_make_docs_target():
     assert re.search(r"^docs:", makefile, re.M)
     assert "sphinx -W --keep-going" in makefile
     assert os.path.exists(DOC / "conf.py")
+
+
+def test_readme_links_exist():
+    readme = README.read_text(encoding="utf-8")
+    links = re.findall(r"\]\((doc/[^)#]+)", readme)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), link
