@@ -167,24 +167,34 @@ class DumpFileReader:
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
         """
         for raw in self._located(self.parse_chunk(data)):
-            try:
-                if raw.ref_only:
-                    if raw.key:
-                        attrs = dict(raw.fields)
-                        ref = RawRef(key=attrs["ref"]) if "ref" in attrs else RawRef(attrs=attrs)
-                        objindex[raw.key] = self._resolve_ref(
-                            self._entity_type(_ref_tag(raw.tag)).name, ref, objindex)
-                    continue
-                etype = self._entity_type(raw.tag)
-                yield raw.key, self._build(etype, raw, objindex)
-            except DataFileError as exc:
-                exc.line = exc.line or raw.line
-                exc.key = exc.key or raw.key
-                exc.chunk = exc.chunk or self.chunk_number
-                exc.file = exc.file or self.name
-                raise
-            except (ValueProblem, KeyError_, SearchResultError, DataConsistencyError) as exc:
-                raise DataFileError(str(exc), self.name, self.chunk_number, raw.line, raw.key) from None
+            obj = self.read_object(raw, objindex)
+            if obj is not None:
+                yield raw.key, obj
+
+    def read_object(self, raw: RawObject, objindex) -> Entity | None:
+        """One record as :meth:`getobjs_from_data` reads it: built, or indexed
+        if it is an ``<xxxRef>`` declaration (then None).
+
+        A hook for tools that go on after a bad object (``icatdata check``);
+        errors are :class:`DataFileError` naming file, chunk, line and key.
+        """
+        try:
+            if raw.ref_only:
+                if raw.key:
+                    attrs = dict(raw.fields)
+                    ref = RawRef(key=attrs["ref"]) if "ref" in attrs else RawRef(attrs=attrs)
+                    objindex[raw.key] = self._resolve_ref(
+                        self._entity_type(_ref_tag(raw.tag)).name, ref, objindex)
+                return None
+            return self._build(self._entity_type(raw.tag), raw, objindex)
+        except DataFileError as exc:
+            exc.line = exc.line or raw.line
+            exc.key = exc.key or raw.key
+            exc.chunk = exc.chunk or self.chunk_number
+            exc.file = exc.file or self.name
+            raise
+        except (ValueProblem, KeyError_, SearchResultError, DataConsistencyError) as exc:
+            raise DataFileError(str(exc), self.name, self.chunk_number, raw.line, raw.key) from None
 
     def getobjs(self, objindex=None) -> Iterator[Entity]:
         """Iterate over all objects of the file, as python-icat does.
