@@ -2,7 +2,9 @@
 
     icatdata init PATH          create an embedded catalogue
     icatdata info FILE          what a data file holds
+    icatdata check FILE         would it ingest? every problem, offline
     icatdata convert IN OUT     XML <-> YAML <-> plugin formats, offline
+    icatdata salvage IN OUT     the complete, valid chunks of a broken file
     icatdata serve PATH         the catalogue as an ICAT SOAP service
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections import Counter
 
 import click
 
 from .. import __version__
+from ..check import format_problem, read_head
 from ..dumpfile import RawObject, get_backend
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
@@ -44,24 +46,6 @@ def init(path, schema_version):
     click.echo("created ICAT %s catalogue %s" % (schema_version, path), err=True)
 
 
-def read_head(fmt: str, head: bytes) -> dict:
-    """The header fields of a data file (date, service, apiversion, generator)."""
-    text = head.decode("utf-8", "replace")
-    result = {}
-    if fmt == "XML":
-        for name in ("date", "service", "apiversion", "generator"):
-            m = re.search(r"<%s>(.*?)</%s>" % (name, name), text, re.S)
-            if m:
-                result[name] = m.group(1).strip()
-    elif fmt == "YAML":
-        names = {"Date": "date", "Service": "service", "ICAT-API": "apiversion",
-                 "Generator": "generator"}
-        for m in re.finditer(r"^# ([\w-]+): (.*)$", text, re.M):
-            if m.group(1) in names:
-                result[names[m.group(1)]] = m.group(2).strip()
-    return result
-
-
 class _NoClient:
     """Just enough of a client for a reader that is only parsed, not resolved."""
 
@@ -73,11 +57,18 @@ class _NoClient:
 
 
 def _count(raw: RawObject, top: Counter, embedded: Counter, schema: Schema, tag=None):
+    """Count the embedded objects of ``raw``, recursively, by type.
+
+    Names the schema does not know are skipped: info describes a file,
+    ``check`` judges it.
+    """
+    etype = schema.by_instance.get(raw.tag) if tag is None else tag
+    if etype is None:
+        return
     for name, value in raw.fields:
         children = value if isinstance(value, list) else [value]
         for child in children:
             if isinstance(child, (RawObject, dict)):
-                etype = schema.by_instance_name(raw.tag) if tag is None else tag
                 f = etype.fields.get(etype.aliases.get(name, name))
                 if f is None:
                     continue
@@ -173,6 +164,100 @@ def convert(infile, outfile, informat, outformat, schema_version, quiet):
                          url=header.get("service", ""), apiversion=header.get("apiversion", ""))
     if not quiet:
         click.echo("icatdata: %d objects written to %s (%s)" % (n, outfile, outformat), err=True)
+
+
+def _open_data(file, fmt, schema_version):
+    """Open an input data file: ``(format, binary stream, name, header, schema)``.
+
+    The schema is the one of the header's apiversion unless given, so an
+    ICAT 4.4 file is judged by the 4.4 schema.
+    """
+    fmt, stream, name = open_input(file, fmt.upper() if fmt else None)
+    header = read_head(fmt, stream.peek(8192)[:8192])
+    schema = Schema.for_version(schema_version or header.get("apiversion") or DEFAULT_VERSION)
+    return fmt, stream, name, header, schema
+
+
+def _text_if_needed(stream, fmt):
+    reader_cls, _ = get_backend(fmt)
+    return stream if "b" in reader_cls.mode else io.TextIOWrapper(stream, encoding="utf-8")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-f", "--format", "fmt", type=click.Choice(format_names(), case_sensitive=False),
+              help="Data file format (default: detected).")
+@click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
+              help="Check against this ICAT schema (default: the file header's apiversion).")
+@click.option("--max-problems", default=50, show_default=True, type=click.IntRange(1),
+              help="List at most this many problems.")
+@quiet_option
+@debug_option
+@handle_errors
+def check(file, fmt, schema_version, max_problems, quiet):
+    """Check a data file offline: would it ingest into a catalogue?
+
+    Exit 0 when clean, 1 with one line per problem on stdout.  References
+    the file does not resolve itself are listed as expected in the target
+    catalogue; they are not problems.
+    """
+    from ..check import check as check_file
+    fmt, stream, name, header, schema = _open_data(file, fmt, schema_version)
+    with _text_if_needed(stream, fmt) as text:
+        report = check_file(text, fmt, schema, name=name, limit=max_problems)
+    if report.expected and not quiet:
+        click.echo("%s: %d reference%s expected in the target catalogue:" % (
+            name, len(report.expected), "s" if len(report.expected) != 1 else ""), err=True)
+        for key, uses in report.expected.items():
+            click.echo("  %s (%d use%s)" % (key, uses, "s" if uses != 1 else ""), err=True)
+    for problem in report.problems:
+        click.echo(format_problem(problem))
+    if report.problem_count > len(report.problems):
+        click.echo("... and %d more problems" % (report.problem_count - len(report.problems)))
+    if not quiet:
+        click.echo("%s: ICAT %s schema, %d chunks, %d objects, %s" % (
+            name, schema.version, report.chunks, report.objects,
+            "%d problem%s" % (report.problem_count, "s" if report.problem_count != 1 else "")
+            if report.problem_count else "no problems"), err=True)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("infile", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("outfile", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-f", "--from", "informat", type=click.Choice(format_names(), case_sensitive=False),
+              help="Input format (default: detected from the content).")
+@click.option("-t", "--to", "outformat", type=click.Choice(format_names(), case_sensitive=False),
+              help="Output format (default: the input's).")
+@click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
+              help="ICAT schema of the content (default: from the file's header).")
+@quiet_option
+@debug_option
+@handle_errors
+def salvage(infile, outfile, informat, outformat, schema_version, quiet):
+    """Write the complete, valid chunks of a truncated or damaged file.
+
+    Every dropped chunk is named on stderr with its line and why.  Exit 0
+    when every chunk was kept, 1 when some were dropped (OUTFILE is
+    written either way).
+    """
+    from ..salvage import salvage as salvage_file
+    informat, stream, name, header, schema = _open_data(infile, informat, schema_version)
+    outformat = (outformat or "").upper() or informat
+    with stream:
+        report = salvage_file(stream, informat, outfile, outformat, schema, name=name,
+                              url=header.get("service", ""),
+                              apiversion=header.get("apiversion", ""))
+    for number, line, reason in report.dropped:
+        click.echo("icatdata: %s: chunk %d%s dropped: %s" % (
+            name, number, ", line %d," % line if line else "", reason), err=True)
+    if not quiet:
+        click.echo("icatdata: %d chunks (%d objects) written to %s (%s), %d dropped" % (
+            len(report.kept), report.objects, outfile, outformat, len(report.dropped)),
+            err=True)
+    if report.dropped:
+        raise SystemExit(1)
 
 
 @main.command()
