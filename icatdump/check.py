@@ -72,11 +72,12 @@ class Dropped(Entity):
     """Stands in for an object of a dropped (or unreadable) chunk or object,
     so that what refers to it is found and reported, once, without the
     follow-on "not defined" errors."""
-    __slots__ = ("chunk",)
+    __slots__ = ("chunk", "unreadable")
 
-    def __init__(self, etype, chunk):
+    def __init__(self, etype, chunk, unreadable=False):
         super().__init__(etype, {})
         self.chunk = chunk
+        self.unreadable = unreadable
 
 
 class CheckClient(OfflineClient):
@@ -97,8 +98,12 @@ class CheckClient(OfflineClient):
         self._cache = RefCache(10_000)
 
     def search_unique_key(self, key, objindex=None):
+        name = split_key(key)[0]
+        if name not in self.schema:
+            raise KeyError_("reference '%s' is not defined in this chunk (a local key is "
+                            "valid only in its own chunk, after its definition)" % key)
         if key in self.dropped:
-            return Dropped(self.schema[split_key(key)[0]], self.dropped[key])
+            return Dropped(self.schema[name], self.dropped[key])
         obj = self._cache.get(key)
         if obj is None:
             obj = self._cache[key] = self._placeholder(key)
@@ -221,7 +226,7 @@ class Checker:
                 self._problem(result, exc)
                 etype = self.schema.by_instance.get(raw.tag)
                 if raw.key and etype is not None and not raw.ref_only:
-                    obj = Dropped(etype, n)     # known, but unusable
+                    obj = Dropped(etype, n, unreadable=True)
                     result.objects.append((raw.key, obj))
                     self._check_key(result, raw, obj, local, compare=False)
                     self.reader.index_object(objindex, raw.key, obj)
@@ -271,8 +276,9 @@ class Checker:
                 if f.not_null:
                     self._problem(result, "%s.%s is required" % (what, name), top, line)
             elif isinstance(v, Dropped):
-                self._problem(result, "%s.%s refers to an object of dropped chunk %d"
-                              % (what, name, v.chunk), top, line)
+                self._problem(result, "%s.%s refers to %s" % (
+                    what, name, "an object that could not be read" if v.unreadable
+                    else "an object of dropped chunk %d" % v.chunk), top, line)
         if not etype.manys:
             return
         raw_children: dict[str, list] = {}
