@@ -58,12 +58,15 @@ class XMLDumpFileReader(DumpFileReader):
                 if parent is None or parent.getparent() is not None:
                     raise DataFileError("<data> is allowed only directly inside the root element",
                                         line=data.sourceline)
+                _check_root(parent)
                 yield data
                 # Drop the chunk and the emptied chunks before it: the root
                 # must not grow by one element per chunk.
                 data.clear(keep_tail=False)
                 while data.getprevious() is not None:
                     del parent[0]
+            # A document without chunks must still be an ICAT data file.
+            _check_root(context.root)
         except etree.XMLSyntaxError as exc:
             raise DataFileError("XML syntax error: %s" % exc.msg,
                                 line=exc.lineno or None) from None
@@ -120,6 +123,12 @@ def _reference(elem) -> RawRef:
         raise DataFileError("<%s> names no object: it needs ref=\"KEY\" or attributes"
                             % elem.tag, line=elem.sourceline)
     return RawRef(attrs=attrs)
+
+
+def _check_root(root):
+    if root is None or root.tag != "icatdata":
+        raise DataFileError("not an ICAT data file: the root element is <%s>, not <icatdata>"
+                            % (root.tag if root is not None else ""), line=1)
 
 
 def _refuse_doctype(elem):

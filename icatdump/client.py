@@ -9,6 +9,7 @@ client pointed at ``icatdata serve``.  Everything above this layer talks in
 from __future__ import annotations
 
 import abc
+import contextlib
 
 from .entity import Entity
 from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
@@ -104,6 +105,8 @@ class Client(abc.ABC):
     url: str = ""
     apiversion: str = ""
     schema: Schema
+    #: Whether :meth:`transaction` makes several write calls all-or-nothing.
+    transactional: bool = False
 
     # -- session --------------------------------------------------------------
     def login(self, auth: str, credentials: dict) -> None:
@@ -117,6 +120,15 @@ class Client(abc.ABC):
 
     def close(self) -> None:
         self.logout()
+
+    def transaction(self):
+        """A context in which several write calls commit or fail together.
+
+        The embedded catalogue runs them in one SQLite transaction.  ICAT
+        has no transactions across calls, so for a server this does
+        nothing: each createMany stands on its own.
+        """
+        return contextlib.nullcontext()
 
     def __enter__(self):
         return self

@@ -166,7 +166,15 @@ class DumpFileReader:
         Objects are new (not yet created); their references are resolved.
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
         """
+        lines = {}      # key -> line: a key defined twice would shadow the first
         for raw in self._located(self.parse_chunk(data)):
+            if raw.key:
+                if raw.key in lines:
+                    first = lines[raw.key]
+                    raise DataFileError("key defined twice in the chunk%s"
+                                        % (" (first on line %d)" % first if first else ""),
+                                        self.name, self.chunk_number, raw.line, raw.key)
+                lines[raw.key] = raw.line
             obj = self.read_object(raw, objindex)
             if obj is not None:
                 yield raw.key, obj

@@ -17,6 +17,23 @@ further so that an interrupted ingest can simply be run again:
   catalogue's value, else it is an error.
 * OVERWRITE: like IGNORE, but the file's attributes are written over the
   catalogue's.
+
+An object "exists already" when the catalogue has one with the same
+uniqueness constraint.  Types without one (Rule, Job, Publication,
+DataCollection, Study) are matched by content: every attribute and
+many-to-one relation equal (absent ones absent), and for each relation in
+which the file embeds children (a DataCollection's datasets, a Study's
+investigations) the same children, compared by their attributes and
+references.  Each catalogue object is matched at most once per run, so k
+identical objects in a file stand for k objects in the catalogue.  Values
+are compared by their schema type (a YAML ``true`` equals a stored
+boolean; dates by instant).
+
+Each chunk is one transaction in the embedded catalogue (all or nothing);
+with a server, each createMany batch stands on its own.  The run stops at
+the first error, and the exception carries a ``hint`` saying how much went
+in and how to resume.  :meth:`Ingester.request_stop` (Ctrl-C) stops at the
+next batch boundary.
 """
 
 from __future__ import annotations
@@ -25,11 +42,12 @@ import time
 from collections import ChainMap, Counter
 from dataclasses import dataclass, field
 
-from .client import Client, IcatError, ObjectExistsError, SearchResultError
+from .client import Client, IcatError
 from .dumpfile import DataFileError, DumpFileReader
 from .entity import Entity
 from .query import Query, literal
-from .schema import ONE
+from .schema import MANY, ONE
+from .types import ValueProblem, to_python
 
 DUPLICATE_MODES = ("THROW", "IGNORE", "CHECK", "OVERWRITE")
 
@@ -47,6 +65,10 @@ class IngestStats:
     @property
     def objects(self) -> int:
         return sum(self.created.values()) + sum(self.skipped.values()) + sum(self.updated.values())
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """The run stopped at a batch boundary because :meth:`Ingester.request_stop` was called."""
 
 
 class Ingester:
@@ -68,23 +90,67 @@ class Ingester:
         self.stats = IngestStats()
         self._pending: list[tuple[str | None, Entity]] = []
         self._pending_count = 0
+        # Catalogue objects matched by content in this run: (type, id).
+        self._claimed: set[tuple[str, int]] = set()
+        self._chunk_batches = 0
+        self._stop = False
+
+    def request_stop(self):
+        """Stop at the next batch boundary (safe to call from a signal handler)."""
+        self._stop = True
 
     def run(self) -> IngestStats:
         start = time.monotonic()
+        try:
+            self._run()
+        except BaseException as exc:
+            try:
+                exc.hint = self.resume_hint(exc)
+            except AttributeError:
+                pass
+            raise
+        finally:
+            self.stats.seconds = time.monotonic() - start
+        return self.stats
+
+    def _run(self):
         reader = self.reader
         for chunk in reader.chunks():
             self.client.refresh()
-            objindex = ChainMap({}, reader.objindex)
-            for key, obj in reader.getobjs_from_data(chunk, objindex):
-                reader.index_object(objindex, key, obj)
-                self._add(key, obj)
-            self._flush()
+            self._chunk_batches = 0
+            # All batches of a chunk commit together (embedded catalogue).
+            with self.client.transaction():
+                objindex = ChainMap({}, reader.objindex)
+                for key, obj in reader.getobjs_from_data(chunk, objindex):
+                    reader.index_object(objindex, key, obj)
+                    self._add(key, obj)
+                self._flush()
             reader.remember_created(objindex)
             self.stats.chunks += 1
+            self._chunk_batches = 0
             if self.progress:
                 self.progress(self.stats)
-        self.stats.seconds = time.monotonic() - start
-        return self.stats
+            self._check_stop()
+
+    def _check_stop(self):
+        if self._stop:
+            raise IngestInterrupted("stopped at a batch boundary")
+
+    def resume_hint(self, exc: BaseException | None = None) -> str:
+        """How much went in and how to go on, for the message of a failed run."""
+        done = self.stats.chunks
+        parts = ["%d chunk%s ingested" % (done, "" if done == 1 else "s")]
+        if self._chunk_batches and not getattr(self.client, "transactional", False):
+            n = self._chunk_batches
+            parts.append("and %d batch%s of chunk %d" % (n, "" if n == 1 else "es", done + 1))
+        elif done == 0:
+            parts = ["nothing was ingested"]
+        fix = "" if isinstance(exc, KeyboardInterrupt) else "fix the problem and "
+        if done == 0 and len(parts) == 1:
+            return "%s; %srun again" % (parts[0], fix)
+        again = ("run the same command again" if self.duplicate != "THROW"
+                 else "run again with --duplicate IGNORE")
+        return "%s; %s%s to resume" % (" ".join(parts), fix, again)
 
     # -- batching -----------------------------------------------------------
     def _add(self, key, obj: Entity):
@@ -110,8 +176,10 @@ class Ingester:
         except IcatError as exc:
             self._raise_for_batch(batch, exc)
         self.stats.batches += 1
+        self._chunk_batches += 1
         for obj in objs:
             self._count(obj, self.stats.created)
+        self._check_stop()
 
     def _raise_for_batch(self, batch, exc: IcatError):
         offset = exc.offset if exc.offset is not None and 0 <= exc.offset < len(batch) else None
@@ -131,40 +199,79 @@ class Ingester:
 
     # -- duplicates ---------------------------------------------------------
     def _find_existing(self, obj: Entity) -> Entity | None:
-        """The catalogue's object that ``obj`` duplicates, if there is one."""
+        """The catalogue's object that ``obj`` duplicates, if there is one.
+
+        By the uniqueness constraint, or by content for types without one
+        (see the module docstring).  Dates and floats are compared in Python,
+        by schema type: a JPQL timestamp literal has no fractional seconds.
+        """
         etype = obj.type
-        conditions = {}
-        fields = etype.constraint or tuple(
-            n for n in list(etype.attrs) + list(etype.ones) if obj.values.get(n) is not None)
-        if not fields:
-            return None
+        by_content = not etype.constraint
+        fields = etype.constraint or tuple(etype.attrs) + tuple(etype.ones)
+        conditions, exact = {}, []
         for name in fields:
             f = etype.fields[name]
             value = obj.values.get(name)
             if f.kind == ONE:
                 if value is None:
                     conditions[name] = "IS NULL"
-                    continue
-                if value.id is None:
+                elif value.id is None:
                     return None     # refers to an object created in this run
-                conditions[name + ".id"] = "= %d" % value.id
+                else:
+                    conditions[name + ".id"] = "= %d" % value.id
             elif value is None:
                 conditions[name] = "IS NULL"
+            elif f.type in ("Date", "Double"):
+                exact.append((f, value))
             else:
                 conditions[name] = "= " + literal(value)
-        found = self.client.search(Query(etype.name, conditions=conditions))
+        found = [c for c in self.client.search(Query(etype.name, conditions=conditions))
+                 if all(_same(f, v, c.values.get(f.name)) for f, v in exact)]
+        if not by_content:
+            if len(found) > 1:
+                raise DataFileError("%s: %d objects match in the catalogue"
+                                    % (etype.name, len(found)))
+            return found[0] if found else None
+        found = [c for c in found if (etype.name, c.id) not in self._claimed]
+        if found and any(obj.values.get(n) for n in etype.manys):
+            found = self._same_children(obj, found)
         if not found:
             return None
-        if len(found) > 1 and etype.constraint:
-            raise DataFileError("%s: %d objects match in the catalogue" % (etype.name, len(found)))
+        self._claimed.add((etype.name, found[0].id))
         return found[0]
+
+    def _same_children(self, obj: Entity, candidates: list[Entity]) -> list[Entity]:
+        """The candidates whose children equal ``obj``'s in every relation
+        in which ``obj`` has embedded children."""
+        etype = obj.type
+        ids = ", ".join(str(c.id) for c in candidates)
+        theirs = {c.id: {} for c in candidates}
+        mine = {}
+        for name, f in etype.manys.items():
+            kids = obj.values.get(name)
+            if not kids:
+                continue
+            sigs = [_signature(k, f.mapped_by) for k in kids]
+            if None in sigs:
+                return []   # a child refers to a new object: this one is new too
+            mine[name] = sorted(sigs)
+            for c in theirs.values():
+                c[name] = []
+            for kid in self.client.search("SELECT c FROM %s c JOIN c.%s p WHERE p.id IN (%s) "
+                                          "INCLUDE 1" % (f.type, f.mapped_by, ids)):
+                parent = kid.values.get(f.mapped_by)
+                if parent is not None and parent.id in theirs:
+                    theirs[parent.id][name].append(_signature(kid, f.mapped_by))
+        return [c for c in candidates
+                if all(sorted(theirs[c.id][n]) == sigs for n, sigs in mine.items())]
 
     def _use_existing(self, key, obj: Entity, existing: Entity):
         etype = obj.type
         if self.duplicate == "CHECK":
             for name in etype.attrs:
                 value = obj.values.get(name)
-                if value is not None and existing.values.get(name) != value:
+                if value is not None and not _same(etype.fields[name], value,
+                                                   existing.values.get(name)):
                     raise DataFileError(
                         "OBJECT_ALREADY_EXISTS: %s differs from the catalogue in %s: %r != %r"
                         % (etype.name, name, value, existing.values.get(name)),
@@ -175,7 +282,8 @@ class Ingester:
             changed = False
             for name in etype.attrs:
                 value = obj.values.get(name)
-                if value is not None and full.values.get(name) != value:
+                if value is not None and not _same(etype.fields[name], value,
+                                                   full.values.get(name)):
                     full.values[name] = value
                     changed = True
             if changed:
@@ -192,6 +300,37 @@ class Ingester:
             self._add(None, child)
             self._flush()
         obj.truncate_relations()
+
+
+def _canonical(f, value):
+    """A value in its schema type's canonical form (stored 1 -> True, any
+    offset -> UTC), or the value itself if it does not convert."""
+    try:
+        return to_python(f, value)
+    except ValueProblem:
+        return value
+
+
+def _same(f, a, b) -> bool:
+    return _canonical(f, a) == _canonical(f, b)
+
+
+def _signature(child: Entity, back: str):
+    """A child's attributes and references (by id), its parent left out;
+    None if it refers to an object not yet created."""
+    sig = []
+    for name, f in child.type.fields.items():
+        if name == back or f.kind == MANY:
+            continue
+        value = child.values.get(name)
+        if f.kind == ONE:
+            if value is not None and value.id is None:
+                return None
+            sig.append((name, value.id if value is not None else None))
+        else:
+            value = _canonical(f, value)
+            sig.append((name, "" if value is None else repr(value)))
+    return tuple(sig)
 
 
 def ingest(client: Client, reader: DumpFileReader, duplicate="THROW", **kw) -> IngestStats:

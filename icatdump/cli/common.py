@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 import sys
 import traceback
 
@@ -29,13 +30,20 @@ class ServerProblem(Exception):
     """A connection or server problem (exit 3)."""
 
 
-def fail(message: str, code: int):
+def fail(message: str, code: int, hint: str | None = None):
     click.echo("%s: error: %s" % (_prog(), message), err=True)
+    if hint:
+        click.echo("%s: %s" % (_prog(), hint), err=True)
     sys.exit(code)
 
 
+#: Command names of the modules, for ``python -m icatdump.cli.ingest``.
+_MODULE_COMMANDS = {"ingest.py": "icatingest", "dump.py": "icatdump", "data.py": "icatdata"}
+
+
 def _prog():
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "icatdump"
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "icatdump"
+    return _MODULE_COMMANDS.get(name, name)
 
 
 def handle_errors(func):
@@ -50,17 +58,18 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if debug:
                 traceback.print_exc()
-            fail("interrupted", 130)
+            fail("interrupted", 130, getattr(exc, "hint", None))
         except BrokenPipeError:
             sys.exit(EXIT_OK)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
             code, message = classify(exc)
-            fail(message, code)
+            # ``hint``: what to do next, e.g. how to resume an ingest.
+            fail(message, code, getattr(exc, "hint", None))
     return wrapper
 
 
@@ -70,7 +79,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, getattr(config_mod, "ConfigError", ())) or isinstance(exc, UsageProblem):
         return EXIT_USAGE, message
-    if isinstance(exc, ServerProblem) or isinstance(exc, SessionError):
+    from ..store.lock import CatalogueBusy
+    if isinstance(exc, (ServerProblem, SessionError, CatalogueBusy)):
         return EXIT_SERVER, message
     if isinstance(exc, (DataFileError, IcatError, ValueError)):
         return EXIT_DATA, message
@@ -155,9 +165,14 @@ def sniff_format(head: bytes) -> str | None:
         if exc.start < 500:
             return None
         sample = text[:exc.start].decode("utf-8")
-    if sample.startswith(("%YAML", "---", "#")) or sample[:1].isalpha():
+    if sample.startswith(("%YAML", "---", "#")) or _YAML_MAPPING.match(sample):
         return "YAML"
     return None
+
+
+#: A file that starts with neither ``%YAML``, ``---`` nor a comment must at
+#: least open with an entity-type key (``user:``) to be a YAML data file.
+_YAML_MAPPING = re.compile(r"[A-Za-z]\w*:(\s|$)")
 
 
 class ReplayStream(io.RawIOBase):

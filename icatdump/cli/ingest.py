@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
+import threading
 
 import click
 
@@ -10,6 +13,8 @@ from .. import __version__
 from ..config import connection_options, resolve
 from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
+from ..store import EmbeddedClient
+from ..store.lock import WriteLock
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
 from .progress import Progress, per_type_lines
@@ -52,13 +57,14 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     if "b" not in reader_cls.mode:
         stream = io.TextIOWrapper(stream, encoding="utf-8")
     progress = Progress(quiet, verbose=verbose)
-    with stream, open_client(cfg) as client:
+    with stream, open_client(cfg) as client, _write_lock(client):
         with reader_cls(client, stream) as reader:
             reader.name = name
             ingester = Ingester(client, reader, duplicate.upper(), batch_size=batch_size,
                                 progress=lambda s: progress.update(
                                     "chunk %d, %d objects" % (s.chunks, s.objects)))
-            stats = ingester.run()
+            with _stop_on_sigint(ingester):
+                stats = ingester.run()
     parts = ["%d created" % sum(stats.created.values())]
     if stats.skipped:
         parts.append("%d already present" % sum(stats.skipped.values()))
@@ -68,6 +74,36 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
                   % (stats.chunks, ", ".join(parts), stats.seconds),
                   per_type_lines(created=stats.created, already_present=stats.skipped,
                                  updated=stats.updated))
+
+
+def _warn(message):
+    click.echo("icatingest: warning: %s" % message, err=True)
+
+
+def _write_lock(client):
+    """The embedded catalogue's write lock: one ingest at a time per file."""
+    if isinstance(client, EmbeddedClient):
+        return WriteLock(client.url, warn=_warn)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(ingester):
+    """Ctrl-C asks the ingest to stop at the next batch boundary, so that
+    nothing is left half-sent; a second Ctrl-C aborts at once."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _warn("stopping after the current batch (Ctrl-C again to abort now)")
+        ingester.request_stop()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

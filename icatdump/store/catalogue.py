@@ -71,6 +71,8 @@ class EmbeddedClient(Client):
     ``max_entities`` is ICAT's limit on objects per search, INCLUDEs counted.
     """
 
+    transactional = True
+
     def __init__(self, path, user: str = DEFAULT_USER,
                  max_entities: int = DEFAULT_MAX_ENTITIES):
         path = os.fspath(path)
@@ -175,6 +177,10 @@ class EmbeddedClient(Client):
         return result[0]
 
     # -- writing --------------------------------------------------------------------
+    def transaction(self):
+        """Several write calls as one transaction (an ingest chunk): all or nothing."""
+        return self.writer.transaction()
+
     def create_many(self, entities) -> list[int]:
         return self.writer.create_many(entities, self.user)
 

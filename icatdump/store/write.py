@@ -21,6 +21,7 @@ false).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections import defaultdict
@@ -174,15 +175,51 @@ class Writer:
         return b
 
     # -- transactions ---------------------------------------------------------
+    # Each write call is one transaction -- or, inside :meth:`transaction`,
+    # a savepoint of the caller's transaction, so that several calls (the
+    # batches of one ingest chunk) commit or roll back together.
+    _outer = 0
+
     def begin(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("SAVEPOINT write_call" if self._outer else "BEGIN IMMEDIATE")
 
     def commit(self):
-        self.conn.execute("COMMIT")
+        self.conn.execute("RELEASE write_call" if self._outer else "COMMIT")
 
     def rollback(self):
-        if self.conn.in_transaction:
+        if not self.conn.in_transaction:
+            return
+        if self._outer:
+            try:
+                self.conn.execute("ROLLBACK TO write_call")
+                self.conn.execute("RELEASE write_call")
+            except sqlite3.OperationalError:
+                pass        # no savepoint open: nothing of this call to undo
+        else:
             self.conn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Run the write calls of the ``with`` block in one transaction:
+        all of them are committed at its end, none if it raises."""
+        if self._outer:
+            self._outer += 1
+            try:
+                yield
+            finally:
+                self._outer -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._outer = 1
+        try:
+            yield
+        except BaseException:
+            self._outer = 0
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._outer = 0
+        self.conn.execute("COMMIT")
 
     def next_id(self) -> int:
         return int(self.conn.execute(
