@@ -147,7 +147,11 @@ class YAMLDumpFileReader(DumpFileReader):
                 fields.append((name, [self._object(ctype, ctype.instance_name, None, item)
                                       for item in vnode.value]))
             else:
-                fields.append((name, self._construct(vnode)))
+                try:
+                    fields.append((name, self._construct(vnode)))
+                except DataFileError as exc:
+                    exc.key = exc.key or key
+                    raise
         return RawObject(tag, key, fields, line)
 
     def _construct(self, node):
@@ -155,6 +159,12 @@ class YAMLDumpFileReader(DumpFileReader):
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise _yaml_error(exc) from None
+        except (ValueError, OverflowError) as exc:
+            # PyYAML's constructors let these through: "2010-13-45" is
+            # matched as a timestamp, then datetime() refuses month 13.
+            raise DataFileError("invalid %s value %r: %s"
+                                % (node.tag.rsplit(":", 1)[-1], node.value, exc),
+                                line=_line(node)) from None
 
 
 def _is_null(node) -> bool:

@@ -139,18 +139,26 @@ class Ingester:
     def resume_hint(self, exc: BaseException | None = None) -> str:
         """How much went in and how to go on, for the message of a failed run."""
         done = self.stats.chunks
-        parts = ["%d chunk%s ingested" % (done, "" if done == 1 else "s")]
-        if self._chunk_batches and not getattr(self.client, "transactional", False):
-            n = self._chunk_batches
-            parts.append("and %d batch%s of chunk %d" % (n, "" if n == 1 else "es", done + 1))
-        elif done == 0:
-            parts = ["nothing was ingested"]
+        partial = self._chunk_batches if not getattr(self.client, "transactional", False) else 0
+        if not done and not partial:
+            went_in = "nothing was ingested"
+        else:
+            went_in = "%d chunk%s" % (done, "" if done == 1 else "s")
+            if partial:
+                went_in += " and %d batch%s of chunk %d" % (
+                    partial, "" if partial == 1 else "es", done + 1)
+            went_in += " ingested"
         fix = "" if isinstance(exc, KeyboardInterrupt) else "fix the problem and "
-        if done == 0 and len(parts) == 1:
-            return "%s; %srun again" % (parts[0], fix)
-        again = ("run the same command again" if self.duplicate != "THROW"
-                 else "run again with --duplicate IGNORE")
-        return "%s; %s%s to resume" % (" ".join(parts), fix, again)
+        if getattr(exc, "icat_type", None) == "OBJECT_ALREADY_EXISTS" and self.duplicate == "THROW":
+            todo = "to keep the objects that exist, run again with --duplicate IGNORE " \
+                   "(or CHECK or OVERWRITE)"
+        elif went_in.startswith("nothing"):
+            todo = fix + "run again"
+        elif self.duplicate != "THROW":
+            todo = fix + "run the same command again to resume"
+        else:
+            todo = fix + "run again with --duplicate IGNORE to resume"
+        return "%s; %s" % (went_in, todo)
 
     # -- batching -----------------------------------------------------------
     def _add(self, key, obj: Entity):
@@ -189,8 +197,10 @@ class Ingester:
             key = key or obj.type.name
         elif len(batch) == 1:
             key = batch[0][0] or batch[0][1].type.name
-        raise DataFileError("%s: %s" % (exc.type, exc.message), self.reader.name,
-                            self.reader.chunk_number, None, key) from None
+        err = DataFileError("%s: %s" % (exc.type, exc.message), self.reader.name,
+                            self.reader.chunk_number, None, key)
+        err.icat_type = exc.type
+        raise err from None
 
     def _count(self, obj: Entity, counter: Counter):
         counter[obj.type.name] += 1
