@@ -183,6 +183,11 @@ class Ingester:
             self.client.create_many(objs)
         except IcatError as exc:
             self._raise_for_batch(batch, exc)
+        except ConnectionError as exc:
+            # Say where: with a server, the batches before this one stay.
+            raise ConnectionError("%s, chunk %d, batch %d: %s" % (
+                self.reader.name, self.reader.chunk_number, self._chunk_batches + 1,
+                exc)) from None
         self.stats.batches += 1
         self._chunk_batches += 1
         for obj in objs:

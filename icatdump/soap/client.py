@@ -14,7 +14,9 @@ is used as is, so a 4.x or 5.0 server's entities come out in that shape.
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 import ssl
 import time
 import urllib.error
@@ -40,6 +42,16 @@ _REQUEST_TAIL = "</SOAP-ENV:Body></SOAP-ENV:Envelope>"
 DEFAULT_PATH = "/ICATService/ICAT"
 #: Refresh the session when fewer minutes than this remain (as python-icat).
 REFRESH_MARGIN = 30.0
+#: Calls that change the catalogue: never sent twice, since a lost reply
+#: does not tell whether the server applied them.
+NOT_IDEMPOTENT = frozenset(("create", "createMany", "update", "delete", "deleteMany"))
+#: Stands for the current session id in :meth:`SoapClient._invoke` arguments,
+#: so that a call repeated after a new login carries the new one.
+SID = object()
+
+
+class _Transient(ConnectionError):
+    """No usable reply: the connection dropped, or a 5xx that is no ICAT fault."""
 
 
 class _HideCredentials(logging.Filter):
@@ -98,8 +110,20 @@ class SoapClient(Client):
     and batch.  Ingest, which never refers to embedded children by id, may
     switch it off to save those searches (47 of 156 for the 5.0 example).
 
+    Faults: calls that only read (search, get, getEntityInfo...) are
+    repeated on a dropped connection or an HTTP 5xx, up to ``retries``
+    times with exponential backoff from ``backoff`` seconds; writes are
+    not (the error then says so).  A session that has expired is renewed
+    by logging in again with the credentials of :meth:`login`, which are
+    kept in memory for that purpose only.
+
     One instance is not meant to be shared between threads.
     """
+
+    retries = 4
+    backoff = 0.5
+    #: Log in again when the session has expired (needs a :meth:`login` first).
+    renew_session = True
 
     def __init__(self, url: str, cfg=None, timeout: float = 600.0,
                  learn_child_ids: bool = True):
@@ -119,6 +143,7 @@ class SoapClient(Client):
                                        load_dtd=False, huge_tree=True)
         self.session_id = None
         self.user_name = None
+        self._login_args = None
         self._expires = 0.0
         self._max_entities = 10000
         self.apiversion = self._text("getApiVersion")
@@ -129,8 +154,23 @@ class SoapClient(Client):
     # -- transport ------------------------------------------------------------
     def _invoke(self, op: str, *args) -> list:
         """Call ``op`` with the request suds builds from the WSDL; the
-        ``return`` elements of the reply (lxml)."""
-        return self._post(getattr(self._suds.service, op)(*args).envelope)
+        ``return`` elements of the reply (lxml).  :data:`SID` in ``args``
+        stands for the session id."""
+        return self._call(op, lambda: getattr(self._suds.service, op)(
+            *(self._sid() if a is SID else a for a in args)).envelope)
+
+    def _call(self, op: str, build) -> list:
+        """Post the envelope ``build()`` makes; once more, with a fresh
+        envelope, after renewing an expired session."""
+        try:
+            return self._post(build(), op not in NOT_IDEMPOTENT)
+        except SessionError:
+            if not self.renew_session or self._login_args is None or op in ("login", "logout"):
+                raise
+            logging.getLogger(__name__).info("ICAT session expired; logging in again")
+            self.session_id = None
+            self.login(*self._login_args)
+        return self._post(build(), op not in NOT_IDEMPOTENT)
 
     def _invoke_beans(self, op: str, tag: str, entities, children=True) -> list:
         """Call a bean-carrying operation with a request built by the codec.
@@ -140,14 +180,32 @@ class SoapClient(Client):
         writes the same XML (JAXB element order, xsi:type on each bean) in a
         few µs.
         """
-        out = [_REQUEST_HEAD, "<ns2:%s><sessionId>%s</sessionId>"
-               % (op, codec.escape(self._sid()))]
-        for entity in entities:
-            codec.encode_bean(out, entity, tag, True, children)
-        out.append("</ns2:%s>%s" % (op, _REQUEST_TAIL))
-        return self._post("".join(out).encode("utf-8"))
+        def build():
+            out = [_REQUEST_HEAD, "<ns2:%s><sessionId>%s</sessionId>"
+                   % (op, codec.escape(self._sid()))]
+            for entity in entities:
+                codec.encode_bean(out, entity, tag, True, children)
+            out.append("</ns2:%s>%s" % (op, _REQUEST_TAIL))
+            return "".join(out).encode("utf-8")
+        return self._call(op, build)
 
-    def _post(self, envelope: bytes) -> list:
+    def _post(self, envelope: bytes, idempotent: bool = False) -> list:
+        """Send a request; repeat it on a transient failure if ``idempotent``."""
+        attempt = 0
+        while True:
+            try:
+                return self._post_once(envelope)
+            except _Transient as exc:
+                if not idempotent:
+                    raise ConnectionError("%s (a write request, not repeated: it may or may "
+                                          "not have been applied)" % exc) from None
+                if attempt >= self.retries:
+                    raise ConnectionError("%s (gave up after %d attempts)"
+                                          % (exc, attempt + 1)) from None
+                time.sleep(self.backoff * 2 ** attempt)
+                attempt += 1
+
+    def _post_once(self, envelope: bytes) -> list:
         request = suds.transport.Request(self.url, envelope, self.timeout)
         request.headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
         try:
@@ -155,12 +213,21 @@ class SoapClient(Client):
         except suds.transport.TransportError as exc:
             body = exc.fp.read() if exc.fp is not None else b""
             if exc.httpcode == 500 and body:
-                self._raise_fault(body)
-            raise ConnectionError("ICAT at %s answered HTTP %s: %s"
-                                  % (self.url, exc.httpcode, exc)) from None
+                try:
+                    self._raise_fault(body)
+                except ConnectionError as bad:      # a 500 that is no SOAP fault
+                    raise _Transient(str(bad)) from None
+            error = _Transient if exc.httpcode and exc.httpcode >= 500 else ConnectionError
+            raise error("ICAT at %s answered HTTP %s: %s"
+                        % (self.url, exc.httpcode, exc)) from None
         except urllib.error.URLError as exc:
-            raise ConnectionError("cannot reach ICAT at %s: %s"
-                                  % (self.url, getattr(exc, "reason", exc))) from None
+            raise _Transient("cannot reach ICAT at %s: %s"
+                             % (self.url, getattr(exc, "reason", exc))) from None
+        except (http.client.HTTPException, socket.timeout, OSError) as exc:
+            raise _Transient("connection to ICAT at %s failed: %s"
+                             % (self.url, exc or type(exc).__name__)) from None
+        if reply is None:
+            raise _Transient("ICAT at %s sent an empty reply" % self.url)
         body = self._body(reply)
         if len(body) and codec.local(body[0].tag) == "Fault":
             self._raise_fault(reply)
@@ -229,8 +296,9 @@ class SoapClient(Client):
                           for k, v in credentials.items() if v is not None)
         ret = self._post(("%s<ns2:login><plugin>%s</plugin><credentials>%s</credentials>"
                           "</ns2:login>%s" % (_REQUEST_HEAD, codec.escape(auth), entries,
-                                              _REQUEST_TAIL)).encode("utf-8"))
+                                              _REQUEST_TAIL)).encode("utf-8"), True)
         self.session_id = ret[0].text if ret else None
+        self._login_args = (auth, dict(credentials))
         self.user_name = None
         self._note_remaining()
         try:
@@ -251,10 +319,11 @@ class SoapClient(Client):
     def refresh(self) -> None:
         """Refresh the session when fewer than 30 minutes remain (no call otherwise)."""
         if self.session_id and self.remaining_minutes() < REFRESH_MARGIN:
-            self._invoke("refresh", self.session_id)
+            self._invoke("refresh", SID)
             self._note_remaining()
 
     def logout(self) -> None:
+        self._login_args = None
         if self.session_id:
             sid, self.session_id = self.session_id, None
             try:
@@ -263,7 +332,7 @@ class SoapClient(Client):
                 pass
 
     def get_user_name(self) -> str:
-        return self._text("getUserName", self._sid())
+        return self._text("getUserName", SID)
 
     def _sid(self) -> str:
         if not self.session_id:
@@ -277,12 +346,12 @@ class SoapClient(Client):
     # -- operations ---------------------------------------------------------------
     def search(self, query) -> list:
         return [codec.decode_result(el, self.schema)
-                for el in self._invoke("search", self._sid(), str(query))]
+                for el in self._invoke("search", SID, str(query))]
 
     def get(self, entity: str, id: int, includes: str = "") -> Entity:
         """``entity`` is a name or an ICAT get query (``"Dataset ds INCLUDE ds.datafiles"``)."""
         query = "%s %s" % (entity, includes) if includes else str(entity)
-        (el,) = self._invoke("get", self._sid(), query, int(id))
+        (el,) = self._invoke("get", SID, query, int(id))
         return codec.decode_entity(el, self.schema, self.schema[query.split()[0]], fill=True)
 
     def create_many(self, entities: list[Entity]) -> list[int]:
