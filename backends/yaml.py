@@ -74,6 +74,9 @@ class YAMLDumpFileReader(DumpFileReader):
                     node = loader.get_node()
                 except yaml.YAMLError as exc:
                     raise _yaml_error(exc) from None
+                except UnicodeDecodeError as exc:
+                    raise DataFileError("not UTF-8 text: byte 0x%02x at offset %d of a read block"
+                                        % (exc.object[exc.start], exc.start)) from None
                 yield node
                 # Forget this document's constructed values.
                 loader.constructed_objects = {}

@@ -59,7 +59,8 @@ class DataFileError(ValueError):
             where.append("line %d" % self.line)
         if self.key:
             where.append(self.key)
-        return "%s: %s" % (", ".join(where), self.cause) if where else str(self.cause)
+        cause = " ".join(str(self.cause).split())      # parsers' messages may span lines
+        return "%s: %s" % (", ".join(where), cause) if where else cause
 
 
 def retained_types(schema) -> frozenset[str]:
