@@ -23,10 +23,10 @@ The method names of python-icat's ``icat.dumpfile`` are all kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections import ChainMap, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -610,30 +610,54 @@ class DumpFileWriter:
 # Backend registry
 # ---------------------------------------------------------------------------
 
-#: Known backends: format name → (reader class, writer class).
+#: Known backends: format name (as registered) → (reader class, writer class).
 Backends: dict[str, tuple[type, type]] = {}
 
 #: Where each backend came from (for ``--list-formats``).
 BackendOrigins: dict[str, str] = {}
 
+ENTRY_POINT_GROUP = "icatdump.backends"
+
+#: Names registered in code, case-folded: entry points never replace them.
 _registered_in_code: set[str] = set()
 _discovered = False
+_log = logging.getLogger("icatdump.plugins")
 
-ENTRY_POINT_GROUP = "icatdump.backends"
+
+def _find_name(formatname: str) -> str | None:
+    """The registered spelling of a format name, matched case-insensitively."""
+    if formatname in Backends:
+        return formatname
+    folded = formatname.casefold()
+    return next((n for n in Backends if n.casefold() == folded), None)
 
 
 def register_backend(formatname: str, reader, writer):
-    """Register a backend in code; it wins over an entry point of that name."""
+    """Register a backend in code.
+
+    It wins over an entry point of the same name (in any letter case),
+    whether discovery has run yet or not: code that registers a format
+    explicitly means that one.
+    """
+    old = _find_name(formatname)
+    if old is not None:
+        del Backends[old]
+        BackendOrigins.pop(old, None)
     Backends[formatname] = (reader, writer)
-    BackendOrigins[formatname] = "registered by %s" % getattr(reader, "__module__", "?")
-    _registered_in_code.add(formatname)
+    BackendOrigins[formatname] = "registered in code by %s" % getattr(reader, "__module__", "?")
+    _registered_in_code.add(formatname.casefold())
 
 
-def discover_backends(warn=True) -> dict[str, tuple[type, type]]:
-    """Load the backends of the ``icatdump.backends`` entry-point group, once.
+def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
+    """Load the backends of the ``icatdump.backends`` entry-point group.
 
-    A plugin that fails to load is skipped with a one-line warning; the
-    other formats keep working.
+    Lazy and once per process: nothing is imported until a format is first
+    looked up or listed.  Each entry point names a module (or any object)
+    with the attributes ``reader`` and ``writer``.  A plugin that fails to
+    load is skipped with a single one-line warning on the
+    ``icatdump.plugins`` logger (stderr unless logging is configured; not
+    with ``warn=False``), so a broken third-party package never takes the
+    other formats down with it.
     """
     global _discovered
     if _discovered:
@@ -641,30 +665,34 @@ def discover_backends(warn=True) -> dict[str, tuple[type, type]]:
     _discovered = True
     from importlib.metadata import entry_points
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _registered_in_code or ep.name in Backends:
-            continue
+        if ep.name.casefold() in _registered_in_code or _find_name(ep.name) is not None:
+            continue        # registered in code, or a second copy of a name
+        dist = getattr(ep, "dist", None)
+        source = "%s = %s (%s)" % (ep.name, ep.value, dist.name if dist else "entry point")
         try:
             obj = ep.load()
             reader, writer = obj.reader, obj.writer
         except Exception as exc:  # a broken plugin must not break the others
+            cause = " ".join(str(exc).split()) or "-"
             if warn:
-                warnings.warn("icatdump: format plugin %s (%s) not loaded: %s: %s"
-                              % (ep.name, ep.value, type(exc).__name__, exc),
-                              RuntimeWarning, stacklevel=2)
+                _log.warning("icatdump: format plugin %s skipped: %s: %s",
+                             source, type(exc).__name__, cause)
             continue
+        if _find_name(ep.name) is not None:
+            continue        # the module registered itself in code while loading
         Backends[ep.name] = (reader, writer)
-        dist = getattr(ep, "dist", None)
         BackendOrigins[ep.name] = "%s (%s)" % (ep.value, dist.name if dist else "entry point")
     return Backends
 
 
 def get_backend(formatname: str) -> tuple[type, type]:
+    """The (reader, writer) of a format; the name's letter case does not matter."""
     discover_backends()
-    try:
-        return Backends[formatname]
-    except KeyError:
+    name = _find_name(formatname)
+    if name is None:
         raise ValueError("unknown data file format '%s' (known: %s)"
-                         % (formatname, ", ".join(sorted(Backends)))) from None
+                         % (formatname, ", ".join(sorted(Backends))))
+    return Backends[name]
 
 
 def open_dumpfile(client: Client, f, formatname: str, mode: str):
