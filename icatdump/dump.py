@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .client import Client
-from .query import Query, natural_order
+from .dumpfile import Pager
+from .entity import Entity
+from .query import Query, _assign_aliases, _prefixes, literal, natural_order
 from .schema import Schema
 
 
@@ -123,42 +125,259 @@ OTHER = (
 )
 
 
+#: The datafiles of one dataset: the group the writer sorts at a time.
+DATAFILES_OF_DATASET = QuerySpec("Datafile", where={"dataset.id": "= {id}"},
+                                 includes=INVESTIGATION[3].includes)
+
+#: Top-level objects per chunk before it is split.  python-icat's example
+#: chunks hold at most a few hundred, so they never split.
+DEFAULT_CHUNK_SIZE = 10000
+
+#: The plan's query for each type it dumps (includes as they are written).
+SPEC_OF = {s.entity: s for s in AUTH + STATIC + FUNDING + INVESTIGATION
+           + DATA_COLLECTION + PUBLICATION + OTHER}
+
+#: Types dumped in an investigation's chunk.
+IN_INVESTIGATION = ("Sample", "Dataset", "Datafile")
+
+
 def _render_all(schema, specs, **params):
     return [q for q in (s.render(schema, **params) for s in specs) if q is not None]
 
 
 def ids_of(client: Client, entity: str, order, page: int = 1000) -> Iterator[int]:
-    """Ids of all objects of ``entity`` in ``order``, fetched page by page."""
-    query = str(Query(entity, attribute="id", order=order))
-    skip = 0
+    """Ids of all objects of ``entity`` in the server's ``order``.
+
+    python-icat orders chunks as the server's ORDER BY does, so the order is
+    taken from the server, and pages follow it by keyset: each page starts
+    after the last row's values, ``(a, b) > (x, y)`` written as
+    ``a >= x AND (a > x OR b > y)``.  The server compares with the collation
+    it sorts with, so this is right whatever that is.  ``order`` must be
+    unique and not null (it is a uniqueness constraint).
+    """
+    includes = sorted({p.rpartition(".")[0] for p in order if "." in p})
+    aliases = _assign_aliases({q for p in order for q in _prefixes(p)})
+    page = max(1, min(page, client.max_entities // (2 + len(includes))))
+    after = {}
     while True:
-        batch = client.search("%s LIMIT %d, %d" % (query, skip, page))
-        yield from batch
+        query = Query(entity, conditions=after, order=order, includes=includes,
+                      limit=(0, page))
+        batch = client.search(query)
+        yield from (o.id for o in batch)
         if len(batch) < page:
             return
-        skip += page
+        values = [_value_at(batch[-1], p) for p in order]
+        after = {order[0]: _keyset_rhs(order, values, aliases)}
 
 
-def plan(client: Client) -> Iterator[tuple[str, list[Query], int]]:
-    """Yield ``(chunk name, queries, page size)`` for each chunk of a full dump."""
+def _value_at(obj, path):
+    for part in path.split("."):
+        obj = obj.values.get(part) if obj is not None else None
+    return obj
+
+
+def _keyset_rhs(order, values, aliases) -> str:
+    """The right-hand side, after ``order[0]``, of "row after ``values``"."""
+    def ref(path):
+        head, _, attr = path.rpartition(".")
+        return "%s.%s" % (aliases[head] if head else "o", attr)
+    expr = "%s > %s" % (ref(order[-1]), literal(values[-1]))
+    for path, value in zip(order[-2::-1], values[-2::-1]):
+        expr = "%s >= %s AND (%s > %s OR %s)" % (ref(path), literal(value), ref(path),
+                                                  literal(value), expr)
+    # The first "path >=" is the condition's own path, written by Query.
+    return expr[len(ref(order[0])) + 1:]
+
+
+def _datafile_groups(client: Client, inv_id: int, restrict=None) -> Iterator[Query]:
+    """One Datafile query per dataset of an investigation, datasets in dump order.
+
+    Datafiles sort by dataset, then name; within one investigation datasets
+    are unique by name, so sorting each dataset's datafiles on its own and
+    taking the datasets by name gives python-icat's order, while only one
+    dataset's datafiles are held at a time.
+    """
+    query = Query("Dataset", conditions={"investigation.id": "= %d" % inv_id})
+    datasets = sorted((str(ds.values.get("name")), ds.id)
+                      for ds in Pager(client, client.max_entities).results(query))
+    for _, ds_id in datasets:
+        q = DATAFILES_OF_DATASET.render(client.schema, id=ds_id)
+        if restrict is not None:
+            q.conditions["id"] = "IN (%s)" % ", ".join(map(str, sorted(restrict)))
+        yield q
+
+
+class Selection:
+    """A part of a catalogue: some objects and everything they refer to.
+
+    ``investigations``: ``(facility or None, name, visitId or None)``;
+    ``queries``: JPQL searches whose results (entities) are selected.  A
+    selected investigation comes with its whole chunk (samples, datasets,
+    datafiles).  :meth:`resolve` then follows every many-to-one reference
+    of what will be written -- embedded children included, as the plan's
+    queries load them -- until nothing new turns up, so the file can be
+    ingested into an empty catalogue.  Objects that only refer *to* the
+    selection (rules, data collections, studies) are not included.
+    """
+
+    def __init__(self, investigations=(), queries=()):
+        self.investigations = list(investigations)
+        self.queries = list(queries)
+        self.whole: set[int] = set()            # investigations with their whole chunk
+        self.needed: dict[str, set[int]] = {}   # type -> ids of other objects to write
+
+    def resolve(self, client: Client) -> "Selection":
+        schema = client.schema
+        for facility, name, visit in self.investigations:
+            conds = {"name": "= " + literal(name)}
+            if visit is not None:
+                conds["visitId"] = "= " + literal(visit)
+            if facility is not None:
+                conds["facility.name"] = "= " + literal(facility)
+            found = client.search(Query("Investigation", conditions=conds))
+            if not found:
+                raise ValueError("no investigation %s%s%s in the catalogue"
+                                 % (facility + "/" if facility else "", name,
+                                    ":" + visit if visit is not None else ""))
+            self.whole.update(o.id for o in found)
+        pending: dict[str, set[int]] = {}
+        for text in self.queries:
+            for obj in client.search(text):
+                if not hasattr(obj, "type"):
+                    raise ValueError("--query must select entities: %s" % text)
+                if obj.type.name == "Investigation":
+                    self.whole.add(obj.id)
+                else:
+                    pending.setdefault(obj.type.name, set()).add(obj.id)
+        pager = Pager(client, client.max_entities)
+        for inv_id in self.whole:
+            for q in _render_all(schema, INVESTIGATION[:3], id=inv_id) + \
+                    list(_datafile_groups(client, inv_id)):
+                for obj in pager.results(q):
+                    _collect(obj, pending)
+        self.needed = {"Investigation": set(self.whole)}
+        while pending:
+            name, ids = pending.popitem()
+            ids = ids - self.needed.setdefault(name, set())
+            if not ids or name not in SPEC_OF:
+                continue
+            self.needed[name] |= ids
+            for obj in self.fetch(client, name, ids):
+                _collect(obj, pending)
+        return self
+
+    def fetch(self, client: Client, name: str, ids) -> list:
+        """The objects ``ids`` of type ``name`` as the plan's query loads them."""
+        spec = SPEC_OF[name]
+        spec = QuerySpec(name, includes=spec.includes, order=())
+        query = spec.render(client.schema)
+        objs, ids = [], sorted(ids)
+        pager = Pager(client, client.max_entities)
+        for i in range(0, len(ids), 500):
+            query.conditions["id"] = "IN (%s)" % ", ".join(map(str, ids[i:i + 500]))
+            objs.extend(pager.results(query))
+        return objs
+
+
+def _collect(obj, pending):
+    """Add every object ``obj`` refers to (at any depth) to ``pending``."""
+    for v in obj.values.values():
+        if v.__class__ is Entity:
+            if v.id is not None:
+                pending.setdefault(v.type.name, set()).add(v.id)
+            _collect(v, pending)
+        elif v.__class__ is list:
+            for child in v:
+                _collect(child, pending)
+
+
+def _chunk(client, specs, selection, **params) -> list:
+    """A chunk's queries; with a selection, only its objects (as lists)."""
+    if selection is None:
+        return _render_all(client.schema, specs, **params)
+    items = []
+    for spec in specs:
+        ids = selection.needed.get(spec.entity)
+        if ids and spec.render(client.schema) is not None:
+            items.append(selection.fetch(client, spec.entity, ids))
+    return items
+
+
+def plan(client: Client, selection: Selection | None = None
+         ) -> Iterator[tuple[str, list, int]]:
+    """Yield ``(chunk name, queries, page size)`` for each chunk of a dump.
+
+    The queries of a chunk may be a generator (an investigation's datafiles
+    come as one query per dataset); with a ``selection`` (resolved), the
+    items of the chunks outside the selected investigations are lists of
+    the selected objects.
+    """
     schema = client.schema
-    yield "auth", _render_all(schema, AUTH), 100
-    yield "static", _render_all(schema, STATIC), 100
+    yield "auth", _chunk(client, AUTH, selection), 100
+    yield "static", _chunk(client, STATIC, selection), 100
     if "FundingReference" in schema:
-        yield "funding", _render_all(schema, FUNDING), 100
+        yield "funding", _chunk(client, FUNDING, selection), 100
+    invs = None if selection is None else selection.needed.get("Investigation", set())
     for inv_id in ids_of(client, "Investigation", ["facility.name", "name", "visitId"]):
-        yield "investigation %d" % inv_id, _render_all(schema, INVESTIGATION, id=inv_id), 100
-    yield "data collections", _render_all(schema, DATA_COLLECTION), 100
+        if invs is not None and inv_id not in invs:
+            continue
+        yield "investigation %d" % inv_id, _investigation(client, inv_id, selection), 100
+    yield "data collections", _chunk(client, DATA_COLLECTION, selection), 100
     if "DataPublication" in schema:
+        pubs = None if selection is None else selection.needed.get("DataPublication", set())
         for pub_id in ids_of(client, "DataPublication", ["facility.name", "pid"]):
-            yield "publication %d" % pub_id, _render_all(schema, PUBLICATION, id=pub_id), 100
-    yield "other", _render_all(schema, OTHER), 100
+            if pubs is None or pub_id in pubs:
+                yield "publication %d" % pub_id, _render_all(schema, PUBLICATION, id=pub_id), 100
+    yield "other", _chunk(client, OTHER, selection), 100
 
 
-def dump(client: Client, writer, progress=None) -> int:
-    """Write every chunk of the plan; returns the number of objects written."""
-    for name, queries, page in plan(client):
-        writer.writedata(queries, chunksize=page)
+def _investigation(client, inv_id, selection) -> Iterator:
+    """The items of one investigation's chunk (whole, or what a selection needs)."""
+    schema = client.schema
+    queries = _render_all(schema, INVESTIGATION[:3], id=inv_id)
+    if selection is None or inv_id in selection.whole:
+        yield from queries
+        yield from _datafile_groups(client, inv_id)
+        return
+    yield queries[0]
+    for q in queries[1:]:
+        ids = selection.needed.get(q.entity)
+        if ids:
+            q.conditions["id"] = "IN (%s)" % ", ".join(map(str, sorted(ids)))
+            yield q
+    files = selection.needed.get("Datafile")
+    if files:
+        yield from _datafile_groups(client, inv_id, restrict=files)
+
+
+def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+         max_entities: int | None = None, selection: Selection | None = None,
+         prefetch: bool = False) -> int:
+    """Write every chunk of the plan; returns the number of objects written.
+
+    ``chunk_size``: split chunks with more top-level objects (None: never).
+    ``max_entities``: the server's limit on objects per search, if the
+    client's value (``getProperties`` or 10000) is not right.
+    """
+    writer.chunk_size = chunk_size
+    writer.max_entities = max_entities
+    writer.prefetch = prefetch
+    if max_entities:
+        client = _Limited(client, max_entities)
+    if selection is not None:
+        selection.resolve(client)
+    for name, queries, page in plan(client, selection):
+        writer.writedata(queries, chunksize=page, forget=("Datafile",))
         if progress:
             progress(name, writer.objects_written)
     return writer.objects_written
+
+
+class _Limited:
+    """A client seen with another ``max_entities``; everything else passed on."""
+
+    def __init__(self, client, max_entities):
+        self._client, self.max_entities = client, max_entities
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)

@@ -31,7 +31,7 @@ from collections import ChainMap, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .client import Client, SearchResultError
+from .client import Client, IcatError, SearchResultError
 from .entity import DataConsistencyError, Entity
 from .keys import KeyError_, is_generic
 from .query import Query, literal
@@ -450,6 +450,130 @@ class Record:
     children: list
 
 
+class Pager:
+    """Keyset paging of a :class:`Query`, each search sized under ``maxEntities``.
+
+    Pages are ``o.id > last ORDER BY o.id LIMIT 0, n``: the server finds the
+    next page through its primary key, so the cost of a page does not grow
+    with its position (``LIMIT offset`` made python-icat quadratic).  The
+    query's own ORDER BY is dropped; the writer orders objects itself.
+
+    ICAT counts every object a search returns, INCLUDEs too, against
+    ``maxEntities``.  The page size follows the objects per result seen on
+    the previous page (counted as a tree, so shared objects are counted more
+    than once: an overestimate, which is the safe side), aiming at
+    :attr:`budget` of the limit.  A page refused anyway is tried again with a
+    quarter of the size; a single object that is too big with its one-to-many
+    INCLUDEs (a grouping with 20000 members) is fetched without them, and
+    each such relation is paged separately from the child's side.
+    """
+
+    cap = 1000          # objects per page at most, whatever the fan-out
+    budget = 0.5        # share of maxEntities a page aims at
+
+    def __init__(self, client: Client, max_entities: int, prefetch: bool = False):
+        self.client = client
+        self.schema = client.schema
+        self.limit = max(1, int(max_entities))
+        self.size = max(1, min(self.cap, self.limit // 10))
+        self.prefetch = prefetch
+
+    def results(self, query: Query) -> Iterator[Entity]:
+        if self.prefetch:
+            yield from self._results_prefetched(query)
+            return
+        last = None
+        while True:
+            size = self.size
+            page = self._page(query, last)
+            yield from page
+            if len(page) < size:
+                return
+            last = page[-1].id
+
+    def _results_prefetched(self, query: Query) -> Iterator[Entity]:
+        """As :meth:`results`, the next page fetched while this one is written."""
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as pool:
+            size = self.size
+            future = pool.submit(self._page, query, None)
+            while True:
+                page = future.result()
+                more = len(page) >= size
+                if more:
+                    size = self.size
+                    future = pool.submit(self._page, query, page[-1].id)
+                yield from page
+                if not more:
+                    return
+
+    def _page(self, query: Query, last) -> list:
+        """The page after id ``last``; adapts :attr:`size` to what it finds."""
+        while True:
+            try:
+                page = self.client.search(self._paged(query, last, self.size))
+            except IcatError as exc:
+                if not _too_many(exc):
+                    raise
+                if self.size > 1:
+                    self.size = max(1, self.size // 4)
+                    continue
+                page = self._split_includes(query, last)
+            if page:
+                per_object = max(_weight(o) for o in page)
+                self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
+            return page
+
+    def _paged(self, query: Query, last, size: int) -> Query:
+        conditions = dict(query.conditions)
+        if last is not None:
+            rhs = conditions.get("id")
+            rhs = [] if rhs is None else list(rhs) if isinstance(rhs, (list, tuple)) else [rhs]
+            conditions["id"] = rhs + ["> %d" % last]
+        return Query(query.entity, conditions=conditions, order=["id"],
+                     includes=query.includes, join_specs=query.join_specs, limit=(0, size))
+
+    def _split_includes(self, query: Query, last) -> list:
+        """One object, its one-to-many INCLUDEs fetched relation by relation."""
+        etype = self.schema[query.entity]
+        ones, manys = [], {}
+        for path in query.includes:
+            head, _, rest = path.partition(".")
+            if etype.fields[head].kind == ONE:
+                ones.append(path)
+            else:
+                manys.setdefault(head, []).extend([rest] if rest else [])
+        if not manys:
+            raise IcatError("one %s with its INCLUDEs is more than maxEntities (%d)"
+                            % (query.entity, self.limit), type="VALIDATION")
+        parent_query = Query(query.entity, conditions=query.conditions, includes=ones,
+                             join_specs=query.join_specs)
+        page = self.client.search(self._paged(parent_query, last, 1))
+        for obj in page:
+            for rel, sub in manys.items():
+                f = etype.fields[rel]
+                child_query = Query(f.type, conditions={f.mapped_by + ".id": "= %d" % obj.id},
+                                    includes=sub)
+                obj.values[rel] = list(Pager(self.client, self.limit).results(child_query))
+        return page
+
+
+def _too_many(exc: IcatError) -> bool:
+    """Whether the server refused a search for returning too many objects."""
+    return exc.type == "VALIDATION" and "more than" in exc.message
+
+
+def _weight(obj: Entity) -> int:
+    """Objects in ``obj``'s tree of loaded relations, shared ones repeated."""
+    n = 1
+    for v in obj.values.values():
+        if v.__class__ is Entity:
+            n += _weight(v)
+        elif v.__class__ is list:
+            n += sum(_weight(c) for c in v)
+    return n
+
+
 class DumpFileWriter:
     """Base class of the backends that write a data file.
 
@@ -462,6 +586,13 @@ class DumpFileWriter:
     """
 
     mode = "w"
+
+    #: Split chunks with more top-level objects than this (None: never).
+    chunk_size: int | None = None
+    #: The server's limit on objects per search; None: the client's.
+    max_entities: int | None = None
+    #: Fetch the next page in a thread while this one is written.
+    prefetch: bool = False
 
     def __init__(self, client: Client, outfile):
         self.client = client
@@ -484,6 +615,7 @@ class DumpFileWriter:
         self._retain = retained_types(self.schema)
         self.keyindex: dict = {}
         self.objects_written = 0
+        self._chunk_count = 0      # top-level objects in the current chunk
 
     def __enter__(self):
         self.head()
@@ -540,19 +672,39 @@ class DumpFileWriter:
 
     # -- python-icat's API ----------------------------------------------------
     def writeobj(self, key: str, obj: Entity, keyindex):
-        """Add an object to the current chunk, its references as keys."""
+        """Add an object to the current chunk, its references as keys.
+
+        With :attr:`chunk_size` set, a chunk that has reached it is closed
+        first and the object starts a new one (see :meth:`writedata`).
+        """
+        if self.chunk_size and self._chunk_count >= self.chunk_size:
+            self.startdata()
+            self._chunk_count = 0
         self.write_record(key, self.record(obj, keyindex))
+        self._chunk_count += 1
         self.objects_written += 1
 
-    def writeobjs(self, objs, keyindex, chunksize=100):
+    def writeobjs(self, objs, keyindex, chunksize=100, keep_keys=True):
         """Write the objects a query finds (or a list of objects).
 
         Objects are written in python-icat's order.  Types without a
         uniqueness constraint get generic numbered keys (``Rule_00000001``),
         counted per type over the whole file.
+
+        The order is ``Entity.sortkey``, computed here and not left to the
+        server's ORDER BY: sortkey compares ``str()`` of values (numbers as
+        text), DataCollection sorts by its children, Rule puts rules without
+        a grouping first, and a server's collation may not be code point
+        order.  So all results of one call are sorted together; the dump
+        plan keeps each call to the smallest group whose position among the
+        others is already fixed (the datafiles of one dataset), which bounds
+        memory by that group.  ``keep_keys=False``: nothing later in the
+        chunk refers to these objects, so their keys are not kept in the
+        chunk's key index (a million datafile keys would be).
         """
         if isinstance(objs, (str, Query)):
             objs = self.search_all(objs, chunksize)
+        local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
         for obj in sorted(objs, key=Entity.sortkey):
             name = obj.type.name
             if obj.type.key_fields == ("id",):
@@ -563,25 +715,50 @@ class DumpFileWriter:
             else:
                 key = obj.unique_key(keyindex)
             self.writeobj(key, obj, keyindex)
+            if not keep_keys and name not in self._retain:
+                local.pop((name, obj.id), None)
 
-    def writedata(self, objs, keyindex=None, chunksize=100):
-        """Write one chunk: ``objs`` yields queries or lists of objects."""
+    def writedata(self, objs, keyindex=None, chunksize=100, forget=()):
+        """Write one chunk: ``objs`` yields queries or lists of objects.
+
+        ``forget``: entity types whose keys need not stay in the chunk's key
+        index once written.  With :attr:`chunk_size` set, a chunk with more
+        top-level objects is split into several: every key that crosses a
+        split is a unique key (found in the catalogue by any reader) or the
+        generic key of a retained type, so each part reads back on its own.
+        """
         self.client.refresh()
         if keyindex is None:
             keyindex = ChainMap({}, self.keyindex)
         self.startdata()
+        self._chunk_count = 0
         for o in objs:
-            self.writeobjs(o, keyindex, chunksize=chunksize)
+            etype = getattr(o, "entity", None)
+            self.writeobjs(o, keyindex, chunksize=chunksize, keep_keys=etype not in forget)
 
     def search_all(self, query, chunksize=100):
-        """All results of a query, fetched in pages of ``chunksize``."""
-        text = str(query)
-        results, skip = [], 0
+        """All results of a query (python-icat's API; see :meth:`iter_search`)."""
+        return list(self.iter_search(query, chunksize))
+
+    def iter_search(self, query, chunksize=100) -> Iterator[Entity]:
+        """The results of a query, page by page, in id order.
+
+        A :class:`Query` is paged by keyset (``o.id > last ORDER BY o.id``),
+        so each page costs the same however deep into the results it is;
+        its size keeps it under the server's ``maxEntities``, INCLUDEs
+        counted (see :class:`Pager`).  A query string is opaque and is paged
+        by ``LIMIT offset, chunksize`` as python-icat does.
+        """
+        if isinstance(query, Query):
+            yield from Pager(self.client, self.max_entities or self.client.max_entities,
+                             self.prefetch).results(query)
+            return
+        skip = 0
         while True:
-            page = self.client.search("%s LIMIT %d, %d" % (text, skip, chunksize))
-            results.extend(page)
+            page = self.client.search("%s LIMIT %d, %d" % (query, skip, chunksize))
+            yield from page
             if len(page) < chunksize:
-                return results
+                return
             skip += chunksize
 
     # -- serialization helpers --------------------------------------------------
