@@ -484,10 +484,9 @@ class Pager:
             return
         last = None
         while True:
-            size = self.size
-            page = self._page(query, last)
+            page, complete = self._page(query, last)
             yield from page
-            if len(page) < size:
+            if not complete:
                 return
             last = page[-1].id
 
@@ -495,34 +494,34 @@ class Pager:
         """As :meth:`results`, the next page fetched while this one is written."""
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1) as pool:
-            size = self.size
             future = pool.submit(self._page, query, None)
             while True:
-                page = future.result()
-                more = len(page) >= size
-                if more:
-                    size = self.size
+                page, complete = future.result()
+                if complete:
                     future = pool.submit(self._page, query, page[-1].id)
                 yield from page
-                if not more:
+                if not complete:
                     return
 
-    def _page(self, query: Query, last) -> list:
-        """The page after id ``last``; adapts :attr:`size` to what it finds."""
+    def _page(self, query: Query, last) -> tuple[list, bool]:
+        """The page after id ``last``, and whether it is full (more may follow).
+
+        Adapts :attr:`size` to what it finds."""
         while True:
+            size = self.size
             try:
-                page = self.client.search(self._paged(query, last, self.size))
+                page = self.client.search(self._paged(query, last, size))
             except IcatError as exc:
                 if not _too_many(exc):
                     raise
-                if self.size > 1:
-                    self.size = max(1, self.size // 4)
+                if size > 1:
+                    self.size = max(1, size // 4)
                     continue
                 page = self._split_includes(query, last)
             if page:
                 per_object = max(_weight(o) for o in page)
                 self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
-            return page
+            return page, len(page) >= size
 
     def _paged(self, query: Query, last, size: int) -> Query:
         conditions = dict(query.conditions)

@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from ..config import connection_options, resolve
-from ..dump import dump
+from ..dump import DEFAULT_CHUNK_SIZE, Selection, dump
 from ..dumpfile import open_dumpfile
 from .common import (debug_option, format_names, handle_errors, list_formats_option,
                      open_client, quiet_option)
@@ -24,29 +24,54 @@ from .progress import Progress, RecordCounter, per_type_lines
 @click.option("-f", "--format", "fmt", default="YAML", show_default=True,
               type=click.Choice(format_names(), case_sensitive=False),
               help="Data file format.")
+@click.option("--investigation", "investigations", multiple=True, metavar="[FACILITY/]NAME[:VISITID]",
+              help="Dump only this investigation (repeatable), with everything it refers to.")
+@click.option("--query", "queries", multiple=True, metavar="JPQL",
+              help="Dump only the objects this search finds (repeatable), with everything "
+                   "they refer to.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
+              show_default=True, help="Split chunks with more top-level objects than this.")
+@click.option("--max-entities", type=click.IntRange(min=1), default=None,
+              help="The server's limit on objects per search (default: what the server "
+                   "reports, else 10000).")
 @quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="Add a line per entity type to the summary.")
 @list_formats_option
 @debug_option
 @click.version_option(__version__, prog_name="icatdump")
 @handle_errors
-def main(outputfile, fmt, quiet, verbose, **params):
+def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
+         max_entities, **params):
     """Dump the content of an ICAT catalogue to a data file.
 
     With no URL configured, the default embedded catalogue is dumped.
     """
     cfg = resolve(params)
+    selection = None
+    if investigations or queries:
+        selection = Selection([_investigation_arg(a) for a in investigations], queries)
     progress = Progress(quiet, verbose=verbose)
     start = time.monotonic()
     with open_client(cfg) as client:
         with open_dumpfile(client, outputfile, fmt.upper(), "w") as writer:
             counted = RecordCounter(writer)
             n = dump(client, writer, progress=lambda name, count: progress.update(
-                "dumped %d objects (%s)" % (count, name)))
+                "dumped %d objects (%s)" % (count, name)), chunk_size=chunk_size,
+                max_entities=max_entities, selection=selection)
     progress.done("icatdump: %d objects written to %s in %.1f s"
                   % (n, outputfile if outputfile != "-" else "stdout",
                      time.monotonic() - start),
                   per_type_lines(written=counted.top, embedded=counted.embedded))
+
+
+def _investigation_arg(text: str) -> tuple:
+    """``[FACILITY/]NAME[:VISITID]`` as ``(facility, name, visitId)``, Nones if absent."""
+    facility, _, rest = text.rpartition("/")
+    name, colon, visit = rest.partition(":")
+    if not name:
+        raise click.BadParameter("expected [FACILITY/]NAME[:VISITID], got %r" % text,
+                                 param_hint="--investigation")
+    return facility or None, name, visit if colon else None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,245 @@
+"""Dumps that scale: keyset pages under maxEntities, chunks that split,
+selections that ingest into an empty catalogue.
+
+The big shapes of the benchmark (a grouping with 20000 members, data
+collections of 5000 datafiles) are scaled down here together with
+``max_entities`` (500), which exercises the same code paths in seconds.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from icatdump.dump import Selection, dump, ids_of
+from icatdump.dumpfile import open_dumpfile
+from icatdump.ingest import ingest
+from icatdump.store import EmbeddedClient, init_catalogue
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HEADER = (b"<date>", b"<service>", b"<apiversion>", b"<generator>",
+          b"# Date:", b"# Service:", b"# ICAT-API:", b"# Generator:")
+
+
+def body(data: bytes) -> bytes:
+    return b"".join(line for line in data.splitlines(keepends=True)
+                    if not line.lstrip().startswith(HEADER))
+
+
+def xml_chunks(data: bytes) -> list[bytes]:
+    return re.findall(rb"<data>\n.*?</data>\n", data, re.S)
+
+
+@pytest.fixture
+def new_catalogue(tmp_path):
+    n = [0]
+
+    def make(version="6.2", max_entities=10000):
+        n[0] += 1
+        path = tmp_path / ("c%d.sqlite" % n[0])
+        init_catalogue(str(path), version)
+        return EmbeddedClient(str(path), max_entities=max_entities)
+    return make
+
+
+def dump_bytes(client, tmp_path, fmt="XML", **kw) -> bytes:
+    out = tmp_path / ("dump-%d.%s" % (len(list(tmp_path.iterdir())), fmt.lower()))
+    with open_dumpfile(client, str(out), fmt, "w") as writer:
+        dump(client, writer, **kw)
+    return out.read_bytes()
+
+
+def ingest_bytes(client, tmp_path, data: bytes, fmt="XML"):
+    path = tmp_path / ("in-%d.%s" % (len(list(tmp_path.iterdir())), fmt.lower()))
+    path.write_bytes(data)
+    with open_dumpfile(client, str(path), fmt, "r") as reader:
+        return ingest(client, reader)
+
+
+def build(client, members=1200, datasets=3, files=400, collection=600):
+    """A grouping with many members, an investigation with many datafiles
+    (numeric names, so text order differs from id and number order) and a
+    data collection of many datafiles."""
+    new = client.new
+    fac = new("Facility", name="F")
+    client.create(fac)
+    users = [new("User", name="user%05d" % ((i * 7919) % members)) for i in range(members)]
+    client.create_many(users)
+    client.create(new("Grouping", name="big",
+                      userGroups=[new("UserGroup", user=u) for u in users]))
+    itype = new("InvestigationType", name="exp", facility=fac)
+    dtype = new("DatasetType", name="raw", facility=fac)
+    client.create_many([itype, dtype])
+    inv = new("Investigation", name="inv", visitId="1", title="t", facility=fac, type=itype)
+    client.create(inv)
+    dfs = []
+    for d in range(datasets):
+        ds = new("Dataset", name="ds%d" % (datasets - d), complete=False,
+                 investigation=inv, type=dtype)
+        client.create(ds)
+        batch = [new("Datafile", name="%d" % ((i * 31) % files), dataset=ds)
+                 for i in range(files)]
+        client.create_many(batch)
+        dfs.extend(batch)
+    client.create(new("DataCollection", dataCollectionDatafiles=[
+        new("DataCollectionDatafile", datafile=df) for df in dfs[:collection]]))
+    return client
+
+
+def test_small_max_entities_same_output(new_catalogue, tmp_path):
+    """Pages adapt to maxEntities 500: a grouping of 1200 members and a data
+    collection of 600 datafiles (each over the limit on its own) dump
+    without a refused search, byte for byte as with the default limit."""
+    client = build(new_catalogue())
+    small = EmbeddedClient(client.url, max_entities=500)
+    with pytest.raises(Exception, match="more than 500"):
+        small.search("SELECT o FROM Grouping o INCLUDE o.userGroups AS ug, ug.user")
+    expected = body(dump_bytes(client, tmp_path, chunk_size=None))
+    assert body(dump_bytes(small, tmp_path, chunk_size=None)) == expected
+    assert expected.count(b"<userGroups>") == 1200
+    assert expected.count(b"<dataCollectionDatafiles>") == 600
+
+
+def test_example_with_tiny_max_entities(new_catalogue, tmp_path, example):
+    """python-icat's 6.2 example dumps unchanged with maxEntities 20 (the
+    investigations include far more than 20 objects each)."""
+    client = new_catalogue()
+    src = example("icatdump-6.2.xml")
+    ingest_bytes(client, tmp_path, src.read_bytes())
+    tiny = EmbeddedClient(client.url, max_entities=20)
+    assert body(dump_bytes(tiny, tmp_path)) == body(src.read_bytes())
+
+
+def test_ids_of_keyset_pages(new_catalogue):
+    """Investigation ids in the server's order, page after page by keyset."""
+    client = new_catalogue()
+    fac = client.new("Facility", name="F")
+    itype = client.new("InvestigationType", name="t", facility=fac)
+    client.create_many([fac, itype])
+    invs = [client.new("Investigation", name="n%d" % (i % 4), visitId="v'%d" % (i // 4),
+                       title="t", facility=fac, type=itype) for i in range(23)]
+    client.create_many(invs)
+    expected = [o.id for o in client.search(
+        "SELECT o FROM Investigation o JOIN o.facility AS f ORDER BY f.name, o.name, o.visitId")]
+    for page in (1, 3, 5, 100):
+        assert list(ids_of(client, "Investigation", ["facility.name", "name", "visitId"],
+                           page=page)) == expected
+
+
+def test_split_chunks_read_back(new_catalogue, tmp_path):
+    """A chunk over --chunk-size becomes several; the file ingests into an
+    empty catalogue and dumps back as the unsplit file."""
+    client = build(new_catalogue(), members=50, datasets=2, files=300, collection=10)
+    whole = dump_bytes(client, tmp_path)
+    split = dump_bytes(client, tmp_path, chunk_size=100)
+    assert len(xml_chunks(split)) > len(xml_chunks(whole)) + 4
+    assert all(c.count(b' id="') <= 100 for c in xml_chunks(split))
+    for fmt in ("XML", "YAML"):
+        data = split if fmt == "XML" else dump_bytes(client, tmp_path, "YAML", chunk_size=100)
+        copy = new_catalogue()
+        ingest_bytes(copy, tmp_path, data, fmt)
+        assert body(dump_bytes(copy, tmp_path)) == body(whole)
+
+
+def test_keys_of_datafiles_not_kept(new_catalogue, tmp_path):
+    """The chunk's key index does not grow with the datafiles written."""
+    from icatdump.dumpfile import DumpFileWriter
+    client = build(new_catalogue(), members=5, datasets=2, files=200, collection=1)
+    seen = []
+    original = DumpFileWriter.writeobjs
+
+    def spy(self, objs, keyindex, **kw):
+        original(self, objs, keyindex, **kw)
+        seen.append(len(keyindex.maps[0]))
+    DumpFileWriter.writeobjs = spy
+    try:
+        dump_bytes(client, tmp_path)
+    finally:
+        DumpFileWriter.writeobjs = original
+    assert max(seen) < 50
+
+
+def investigation_chunk(data: bytes, name: bytes) -> bytes:
+    [chunk] = [c for c in xml_chunks(data)
+               if re.search(rb'<investigation id="Investigation_[^"]*name-' + name, c)]
+    return chunk
+
+
+@pytest.mark.parametrize("how", ["investigation", "query"])
+def test_selection_ingests_into_empty_catalogue(new_catalogue, tmp_path, example, how):
+    """One investigation of the 6.2 example, selected, ingests into an empty
+    catalogue, whose dump has that investigation's chunk unchanged."""
+    client = new_catalogue()
+    ingest_bytes(client, tmp_path, example("icatdump-6.2.xml").read_bytes())
+    full = dump_bytes(client, tmp_path)
+    if how == "investigation":
+        selection = Selection(investigations=[("ESNF", "12100409-ST", "1.1-P")])
+    else:
+        selection = Selection(queries=["SELECT i FROM Investigation i WHERE i.name = '12100409-ST'"])
+    part = dump_bytes(client, tmp_path, selection=selection)
+    assert len(part) < len(full) / 2
+    copy = new_catalogue()
+    ingest_bytes(copy, tmp_path, part)
+    again = dump_bytes(copy, tmp_path)
+    assert investigation_chunk(again, b"12100409") == investigation_chunk(full, b"12100409")
+    assert b"10100601" not in again      # the other investigations stay out
+
+
+def test_selection_of_datafiles_by_query(new_catalogue, tmp_path, example):
+    """A data collection selected by query brings its datafiles, their
+    datasets and investigations: enough to ingest it on its own."""
+    client = new_catalogue()
+    ingest_bytes(client, tmp_path, example("icatdump-6.2.xml").read_bytes())
+    part = dump_bytes(client, tmp_path, selection=Selection(
+        queries=["SELECT o FROM DataCollection o"]))
+    copy = new_catalogue()
+    ingest_bytes(copy, tmp_path, part)
+    assert len(copy.search("SELECT o FROM DataCollection o")) == \
+        len(client.search("SELECT o FROM DataCollection o"))
+
+
+def test_cli_options(new_catalogue, tmp_path, example):
+    client = new_catalogue()
+    ingest_bytes(client, tmp_path, example("icatdump-6.2.xml").read_bytes())
+    out = tmp_path / "sel.xml"
+    r = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-w", client.url,
+                        "-f", "XML", "-o", str(out), "--investigation", "12100409-ST:1.1-P",
+                        "--max-entities", "50", "--chunk-size", "7", "-q"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"12100409" in out.read_bytes() and b"10100601" not in out.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-w", client.url,
+                        "--investigation", "nonesuch", "-q"], capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"nonesuch" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_split_file_read_by_python_icat(new_catalogue, tmp_path, example):
+    """python-icat 1.7.0's icatingest resolves a split file (chunks of 5
+    objects) through the local server; the catalogue dumps as the example."""
+    pytest.importorskip("icat")
+    scripts = ROOT / ".cache" / "python-icat-1.7.0" / "src" / "scripts"
+    if not scripts.is_dir():
+        pytest.skip("python-icat sdist not unpacked")
+    from icatdump.soap.server import serve
+    client = new_catalogue()
+    src = example("icatdump-6.2.xml").read_bytes()
+    ingest_bytes(client, tmp_path, src)
+    split = tmp_path / "split.xml"
+    split.write_bytes(dump_bytes(client, tmp_path, chunk_size=5))
+    assert len(xml_chunks(split.read_bytes())) > len(xml_chunks(src)) + 10
+    target = new_catalogue()
+    srv = serve(lambda: EmbeddedClient(target.url))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ICAT_")}
+        env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path), no_proxy="127.0.0.1,localhost")
+        r = subprocess.run([sys.executable, str(scripts / "icatingest.py"), "-w",
+                            srv.url + "?wsdl", "-a", "simple", "-u", "root", "-p", "secret",
+                            "-f", "XML", "-i", str(split)],
+                           env=env, cwd=str(tmp_path), capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    finally:
+        srv.shutdown()
+    assert body(dump_bytes(EmbeddedClient(target.url), tmp_path)) == body(src)
