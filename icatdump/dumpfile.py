@@ -794,8 +794,6 @@ BackendOrigins: dict[str, str] = {}
 
 ENTRY_POINT_GROUP = "icatdump.backends"
 
-#: Names registered in code, case-folded: entry points never replace them.
-_registered_in_code: set[str] = set()
 _discovered = False
 _log = logging.getLogger("icatdump.plugins")
 
@@ -821,7 +819,6 @@ def register_backend(formatname: str, reader, writer):
         BackendOrigins.pop(old, None)
     Backends[formatname] = (reader, writer)
     BackendOrigins[formatname] = "registered in code by %s" % getattr(reader, "__module__", "?")
-    _registered_in_code.add(formatname.casefold())
 
 
 def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
@@ -841,8 +838,8 @@ def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
     _discovered = True
     from importlib.metadata import entry_points
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name.casefold() in _registered_in_code or _find_name(ep.name) is not None:
-            continue        # registered in code, or a second copy of a name
+        if _find_name(ep.name) is not None:
+            continue        # registered in code (which wins), or a second copy
         dist = getattr(ep, "dist", None)
         source = "%s = %s (%s)" % (ep.name, ep.value, dist.name if dist else "entry point")
         try:

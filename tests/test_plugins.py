@@ -237,18 +237,14 @@ def broken_site(tmp_path) -> pathlib.Path:
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Discovery not yet run; the registry as it was afterwards."""
-    saved = (dict(Backends), dict(BackendOrigins), set(dumpfile._registered_in_code))
+    saved = dict(Backends), dict(BackendOrigins)
     Backends.clear()
     BackendOrigins.clear()
-    dumpfile._registered_in_code.clear()
     monkeypatch.setattr(dumpfile, "_discovered", False)
     yield
-    Backends.clear()
-    Backends.update(saved[0])
-    BackendOrigins.clear()
-    BackendOrigins.update(saved[1])
-    dumpfile._registered_in_code.clear()
-    dumpfile._registered_in_code.update(saved[2])
+    for registry, copy in zip((Backends, BackendOrigins), saved):
+        registry.clear()
+        registry.update(copy)
 
 
 def test_broken_plugin_warns_once_in_process(broken_site, fresh_registry, monkeypatch,
