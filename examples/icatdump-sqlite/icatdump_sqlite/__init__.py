@@ -194,8 +194,9 @@ class SQLiteDumpFileReader(DumpFileReader):
         """
         self.db.execute("SELECT date FROM header").fetchall()   # is it one of ours?
         layout: dict[int, list] = {}
-        for (table,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                        "AND name != 'header'").fetchall():
+        for (table,) in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name != 'header' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'").fetchall():
             for chunk, first, last in self.db.execute(
                     "SELECT _chunk, min(_seq), max(_seq) FROM %s GROUP BY _chunk" % q(table)):
                 layout.setdefault(chunk, []).append((table, first, last))
