@@ -16,6 +16,12 @@ Every measured command runs in its own process, so peak RSS is its own.
     python bench/run.py                      # 10^4 and 10^5 objects
     python bench/run.py --sizes 1000000      # the big one (minutes)
     python bench/run.py --no-pyicat          # skip python-icat (slow at 10^5)
+    python bench/run.py --sizes --big 1000000  # only the scaling dumps
+
+Scaling dumps (``--big N``): one investigation of N datafiles (peak RSS must
+stay under 200 MiB; the file must ingest back), a grouping of 20000 members
+and data collections of 5000 datafiles (no search over maxEntities), and
+the SOAP dump with and without prefetching the next page.
 """
 
 from __future__ import annotations
@@ -243,18 +249,100 @@ def bench_soap(xml_file, count, tmp, pyicat):
             t_ing, _, _ = run(ing)
             req_ing = sum(server.service.calls.values()) - before
             before = sum(server.service.calls.values())
-            t_dmp, _, _ = run(dmp)
+            t_dmp, rss_dmp, _ = run(dmp)
             req_dmp = sum(server.service.calls.values()) - before
         finally:
             server.shutdown()
         results[name] = (t_ing, req_ing, t_dmp, req_dmp)
-        print("  %-11s ingest %6.1f s %s %6d requests | dump %6.1f s %s %6d requests"
+        print("  %-11s ingest %6.1f s %s %6d requests | dump %6.1f s %s %6d requests %5.0f MiB"
               % (name, t_ing, fmt_rate(count, t_ing), req_ing, t_dmp, fmt_rate(count, t_dmp),
-                 req_dmp))
+                 req_dmp, rss_dmp))
     if "python-icat" in results:
         a, b = results["icatdump"], results["python-icat"]
         print("  ratio: ingest %.1fx faster, %.1fx fewer requests; dump %.1fx faster"
               % (b[0] / a[0], b[1] / max(a[1], 1), b[2] / a[2]))
+
+
+DUMP_SOAP = """
+import time
+from icatdump.soap.client import SoapClient
+from icatdump.dumpfile import open_dumpfile
+from icatdump.dump import dump
+c = SoapClient(%r)
+c.login("simple", {"username": "root", "password": "secret"})
+t = time.monotonic()
+with open_dumpfile(c, %r, "XML", "w") as w:
+    dump(c, w, prefetch=%r)
+print(time.monotonic() - t)
+"""
+
+
+def build_big(path, n_files: int, per_dataset: int = 10_000):
+    """One investigation of ``n_files`` datafiles, a grouping of 20000 members,
+    three data collections of 5000 datafiles; straight into the store."""
+    from icatdump.store import EmbeddedClient, init_catalogue
+    init_catalogue(str(path))
+    c = EmbeddedClient(str(path))
+    new = c.new
+    fac = new("Facility", name="BIG")
+    c.create(fac)
+    users = [new("User", name="user%05d" % i, fullName="User %d" % i) for i in range(20000)]
+    c.create_many(users)
+    c.create(new("Grouping", name="everyone", userGroups=[new("UserGroup", user=u)
+                                                          for u in users]))
+    itype, dtype = new("InvestigationType", name="exp", facility=fac), \
+        new("DatasetType", name="raw", facility=fac)
+    fmt = new("DatafileFormat", name="nexus", version="4", facility=fac)
+    c.create_many([itype, dtype, fmt])
+    inv = new("Investigation", name="huge", visitId="1", title="A big one", facility=fac,
+              type=itype)
+    c.create(inv)
+    first = []
+    for d in range(max(1, n_files // per_dataset)):
+        ds = new("Dataset", name="ds%05d" % d, complete=True, investigation=inv, type=dtype)
+        c.create(ds)
+        for b in range(0, per_dataset, 10_000):
+            batch = [new("Datafile", name="f%07d.nxs" % (b + i), location="/d/%d/%d" % (d, b + i),
+                         fileSize=1000 + i, datafileFormat=fmt, dataset=ds)
+                     for i in range(min(10_000, per_dataset - b))]
+            c.create_many(batch)
+            if len(first) < 15000:
+                first.extend(batch[:5000])
+    for k in range(3):
+        c.create(new("DataCollection", doi="dc-%d" % k, dataCollectionDatafiles=[
+            new("DataCollectionDatafile", datafile=df) for df in first[k * 5000:(k + 1) * 5000]]))
+    c.close()
+
+
+def bench_big(n_files: int, pyicat: bool):
+    from icatdump.soap.server import serve
+    from icatdump.store import EmbeddedClient
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="icatdump-big-"))
+    db = tmp / "big.sqlite"
+    print("\n== scaling: one investigation of %d datafiles, a grouping of 20000 users, "
+          "data collections of 5000 datafiles ==" % n_files)
+    t = time.monotonic()
+    build_big(db, n_files)
+    print("  built in %.0f s" % (time.monotonic() - t))
+    count = n_files + 20000 * 2 + 15000 + 3 + 8
+    for fmt in ("XML", "YAML"):
+        out = tmp / ("big." + fmt.lower())
+        t, rss = timed_child(DUMP % (str(db), str(out), fmt))
+        print("  dump %-4s %s peak RSS %5.0f MiB (bound 200) %s"
+              % (fmt, fmt_rate(count, t), rss, "ok" if rss <= 200 else "OVER"))
+    back = tmp / "back.sqlite"
+    t, rss = timed_child(INGEST % (str(back), str(back), str(tmp / "big.xml"), "XML"))
+    n_back = EmbeddedClient(str(back)).search("SELECT COUNT(o) FROM Datafile o")[0]
+    print("  ingest back (XML) %s peak RSS %5.0f MiB, %d datafiles"
+          % (fmt_rate(count, t), rss, n_back))
+    print("-- dump through icatdata serve: prefetching thread vs none (same run)")
+    server = serve(lambda: EmbeddedClient(str(db)), accounts={"root": "secret"})
+    try:
+        for prefetch in (False, True):
+            t, rss = timed_child(DUMP_SOAP % (server.url, str(tmp / "soap.xml"), prefetch))
+            print("  prefetch=%-5s %s %5.0f MiB" % (prefetch, fmt_rate(count, t), rss))
+    finally:
+        server.shutdown()
 
 
 def _count_objects(path) -> int:
@@ -267,13 +355,16 @@ def _count_objects(path) -> int:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--no-pyicat", action="store_true", help="skip python-icat")
     p.add_argument("--no-soap", action="store_true", help="skip the SOAP measurements")
+    p.add_argument("--big", type=int, metavar="N", help="scaling dumps with N datafiles")
     a = p.parse_args()
     os.chdir(ROOT)
     for n in a.sizes:
         bench_size(n, not a.no_pyicat, not a.no_soap)
+    if a.big:
+        bench_big(a.big, not a.no_pyicat)
 
 
 if __name__ == "__main__":

@@ -243,3 +243,26 @@ def test_split_file_read_by_python_icat(new_catalogue, tmp_path, example):
     finally:
         srv.shutdown()
     assert body(dump_bytes(EmbeddedClient(target.url), tmp_path)) == body(src)
+
+
+def test_prefetch_over_soap_same_output(new_catalogue, tmp_path, example):
+    """The prefetching thread (default over SOAP) changes nothing in the file,
+    also with pages shrunk by a small maxEntities."""
+    from icatdump.soap.client import SoapClient
+    from icatdump.soap.server import serve
+    client = new_catalogue()
+    ingest_bytes(client, tmp_path, example("icatdump-6.2.xml").read_bytes())
+    url = client.url
+    client.close()
+    srv = serve(lambda: EmbeddedClient(url, max_entities=50))
+    try:
+        soap = SoapClient(srv.url)
+        soap.login("simple", {"username": "root", "password": "secret"})
+        assert soap.max_entities == 50
+        with_thread = dump_bytes(soap, tmp_path, prefetch=True)
+        without = dump_bytes(soap, tmp_path, prefetch=False)
+        soap.logout()
+    finally:
+        srv.shutdown()
+    assert with_thread == without or body(with_thread) == body(without)
+    assert body(with_thread) == body(example("icatdump-6.2.xml").read_bytes())
