@@ -198,15 +198,50 @@ def test_cli_dumps_with_the_plugin(plugin_site, example, tmp_path):
     assert db.execute("SELECT count(*) FROM investigation").fetchone() == (3,)
 
 
-@pytest.mark.xfail(reason="icatingest accepts only files it sniffs as XML or YAML "
-                          "(icatdump/cli/common.py open_input)", strict=False)
-def test_cli_ingests_with_the_plugin(plugin_site, example, tmp_path):
+def test_cli_ingests_and_converts_with_the_plugin(plugin_site, example, tmp_path):
+    """icatingest -f SQLITE and icatdata convert from/to SQLITE, by path and
+    from standard input, give back the example as it went in."""
     src = example("icatdump-6.2.yaml")
-    run_python(["-c", ROUNDTRIP, str(src), str(tmp_path)], site=plugin_site)
-    cat = tmp_path / "cli.sqlite"
+    dump_file = tmp_path / "dump.sqlite"
+    run_python(["-m", "icatdump.cli.data", "convert", "-q", str(src), str(dump_file)],
+               site=plugin_site)
+    assert dump_file.read_bytes().startswith(b"SQLite format 3\0")
+    for name, how in (("path", ["-i", str(dump_file)]), ("stdin", ["-i", "-"])):
+        cat = tmp_path / ("%s.sqlite" % name)
+        run_python(["-m", "icatdump.cli.data", "init", str(cat)], site=plugin_site)
+        with open(dump_file, "rb") as stdin:
+            env = dict(os.environ, PYTHONPATH=str(plugin_site))
+            proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q",
+                                   "-w", str(cat), "-f", "SQLITE", *how], stdin=stdin,
+                                  capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out = tmp_path / ("%s.yaml" % name)
+        run_python(["-m", "icatdump.cli.dump", "-q", "-w", str(cat), "-o", str(out)],
+                   site=plugin_site)
+        assert body(out.read_bytes()) == body(src.read_bytes())
+    back = tmp_path / "back.yaml"
+    run_python(["-m", "icatdump.cli.data", "convert", "-q", "-f", "SQLITE",
+                str(dump_file), str(back)], site=plugin_site)
+    assert body(back.read_bytes()) == body(src.read_bytes())
+
+
+def test_cli_plugin_format_errors(plugin_site, tmp_path):
+    """An empty file and a file of another kind under -f SQLITE: exit 1, the
+    cause on the first line (a hint may follow), no traceback."""
+    cat = tmp_path / "cat.sqlite"
     run_python(["-m", "icatdump.cli.data", "init", str(cat)], site=plugin_site)
-    run_python(["-m", "icatdump.cli.ingest", "-q", "-w", str(cat), "-f", "SQLITE",
-                "-i", str(tmp_path / "dump.sqlite")], site=plugin_site)
+    empty, yaml_file = tmp_path / "empty.sqlite", tmp_path / "a.yaml"
+    empty.write_bytes(b"")
+    yaml_file.write_text("%YAML 1.1\n---\n")
+    env = dict(os.environ, PYTHONPATH=str(plugin_site))
+    for path, message in ((empty, "file is empty"), (yaml_file, "not an icatdump SQLite file")):
+        proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w",
+                               str(cat), "-f", "SQLITE", "-i", str(path)],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.splitlines()
+        assert message in lines[0] and str(path) in lines[0] and len(lines) <= 3, proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 # -- (b), (c): the registry -----------------------------------------------------

@@ -202,7 +202,10 @@ def open_input(path: str, fmt: str | None):
     """Open an input file (or ``-``) and settle its format.
 
     Returns ``(format, binary stream, display name)``.  The format is sniffed
-    from the content; an explicit format that contradicts it is an error.
+    from the content; an explicit XML or YAML that contradicts it is an error.
+    A plugin format named with ``-f`` is taken as given: its files need not
+    be text, and its reader gets the file itself (unread, so a reader that
+    wants the path on disk, as SQLite does, can find it).
     """
     if path == "-":
         raw = sys.stdin.buffer
@@ -210,6 +213,11 @@ def open_input(path: str, fmt: str | None):
     else:
         raw = open(path, "rb")
         name = path
+    if fmt and fmt not in ("XML", "YAML"):
+        if not raw.peek(1):
+            raw.close()
+            raise DataFileError("file is empty", name)
+        return fmt, raw, name
     head = raw.read(4096)
     if not head.strip():
         raise DataFileError("file is empty", name)
