@@ -7,7 +7,7 @@ from icatdump.entity import DataConsistencyError, Entity
 from icatdump.keys import (KeyError_, parse_attr_values, quote, split_key, strip_name,
                            unquote)
 from icatdump.query import Query, literal, natural_order
-from icatdump.schema import ATTRIBUTE, MANY, ONE, VERSIONS, Schema, schema_version_for
+from icatdump.schema import Schema, schema_version_for
 
 S = Schema.for_version("6.2")
 

@@ -8,7 +8,6 @@ files written by python-icat 0.21.
 """
 
 import importlib.util
-import io
 import pathlib
 import subprocess
 import sys

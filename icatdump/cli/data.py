@@ -22,7 +22,7 @@ from ..check import format_problem, read_head
 from ..dumpfile import RawObject, get_backend
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
-                     list_formats_option, open_input, quiet_option)
+                     open_input, quiet_option)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 
 from ..client import ParameterError
-from ..schema import ATTRIBUTE, ENUMS, MANY, ONE, EntityType, Field, Schema
+from ..schema import ATTRIBUTE, ENUMS, ONE, EntityType, Field, Schema
 from ..types import ValueProblem, parse_datetime
 from . import jpql
 from .ddl import q
