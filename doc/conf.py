@@ -29,11 +29,6 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
-# Pages written alongside the others, listed in the index only when they
-# exist: the line "%optional-pages%" of index.md becomes their names.
-# (A glob pattern that matches nothing is a warning Sphinx cannot suppress.)
-OPTIONAL_PAGES = ["plugins", "file-tools"]
-
 myst_heading_anchors = 3
 smartquotes = False
 myst_enable_extensions = ["deflist"]
@@ -45,19 +40,6 @@ autodoc_typehints = "description"
 html_theme = "alabaster"
 html_title = "icatdump %s" % release
 html_static_path = []
-
-
-def _optional_pages(app, docname, source):
-    if docname != root_doc:
-        return
-    present = [p for p in OPTIONAL_PAGES
-               if os.path.exists(os.path.join(app.srcdir, p + ".md"))]
-    source[0] = source[0].replace("%optional-pages%", "\n".join(present))
-
-
-def _index_always_outdated(app, env, added, changed, removed):
-    # An optional page may have appeared since the last build.
-    return [root_doc]
 
 
 def _credential_option(app, ctx, lines):
@@ -74,6 +56,4 @@ def _credential_option(app, ctx, lines):
 
 
 def setup(app):
-    app.connect("source-read", _optional_pages)
-    app.connect("env-get-outdated", _index_always_outdated)
     app.connect("sphinx-click-process-options", _credential_option)

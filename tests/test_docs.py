@@ -37,8 +37,8 @@ PAGES = sorted(DOC.glob("*.md"))
 README = ROOT / "README.md"
 COMMANDS = {"icatdump": icatdump, "icatingest": icatingest, "icatdata": icatdata}
 # Pages whose inline `--option` mentions are all about our commands.
-OWN_PAGES = ["index", "guide", "configuration", "format", "migration", "cli", "api",
-             "performance"]
+OWN_PAGES = ["index", "guide", "configuration", "format", "file-tools", "migration", "cli",
+             "api", "plugins", "soap", "performance", "design"]
 
 
 def fenced(text: str, lang: str) -> list[tuple[int, str]]:
