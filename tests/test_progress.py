@@ -62,3 +62,50 @@ def test_summary_lines(tmp_path):
                                          "  InvestigationType  1 written"]
     r = runner.invoke(icatdump, ["-w", cat, "-o", str(tmp_path / "d.xml"), "-q"])
     assert r.exit_code == 0 and r.stderr == ""
+
+
+def _on_a_terminal(args: list[str]) -> str:
+    """Run a command with its stderr on a pseudo-terminal; what it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:         # EIO: the other side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, b"".join(chunks)
+    return b"".join(chunks).decode()
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    """On a terminal: a rewritten line with objects, rate and elapsed time,
+    cleared before the summary."""
+    cat = str(tmp_path / "c.sqlite")
+    init_catalogue(cat)
+    (tmp_path / "s.yaml").write_text(SAMPLE)
+    out = _on_a_terminal(["icatdump.cli.ingest", "-w", cat, "-i", str(tmp_path / "s.yaml")])
+    assert "\r\x1b[K" in out
+    line = out.split("\r\x1b[K")[1]
+    assert "objects" in line and "obj/s" in line and line.rstrip().endswith("s]"), out
+    assert "icatingest: 2 chunks, 2 created" in out.split("\r\x1b[K")[-1]
+    out = _on_a_terminal(["icatdump.cli.dump", "-w", cat, "-o", str(tmp_path / "d.yaml")])
+    assert "dumped" in out and "obj/s" in out and "icatdump: 2 objects written" in out
+
+
+def test_progress_quiet_on_a_terminal(tmp_path):
+    cat = str(tmp_path / "c.sqlite")
+    init_catalogue(cat)
+    (tmp_path / "s.yaml").write_text(SAMPLE)
+    assert _on_a_terminal(["icatdump.cli.ingest", "-q", "-w", cat,
+                           "-i", str(tmp_path / "s.yaml")]) == ""

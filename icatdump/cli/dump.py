@@ -55,7 +55,7 @@ def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
         with open_dumpfile(client, outputfile, fmt.upper(), "w") as writer:
             counted = RecordCounter(writer)
             n = dump(client, writer, progress=lambda name, count: progress.update(
-                "dumped %d objects (%s)" % (count, name)), chunk_size=chunk_size,
+                "dumped %d objects (%s)" % (count, name), count), chunk_size=chunk_size,
                 max_entities=max_entities, selection=selection)
     progress.done("icatdump: %d objects written to %s in %.1f s"
                   % (n, outputfile if outputfile != "-" else "stdout",

@@ -62,7 +62,8 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
             reader.name = name
             ingester = Ingester(client, reader, duplicate.upper(), batch_size=batch_size,
                                 progress=lambda s: progress.update(
-                                    "chunk %d, %d objects" % (s.chunks, s.objects)))
+                                    "chunk %d, %d objects" % (s.chunks, s.objects),
+                                    s.objects))
             with _stop_on_sigint(ingester):
                 stats = ingester.run()
     parts = ["%d created" % sum(stats.created.values())]

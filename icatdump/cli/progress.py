@@ -27,14 +27,20 @@ class Progress:
         self._last = 0.0
         self._shown = False
 
-    def update(self, text: str):
+    def update(self, text: str, objects: int | None = None):
+        """Rewrite the progress line: ``text``, the rate when ``objects``
+        (done so far) is given, and the elapsed time."""
         if not self.live:
             return
         now = time.monotonic()
         if now - self._last < 0.25:
             return
         self._last = now
-        self.stream.write("\r\033[K%s  [%.0f s]" % (text, now - self.start))
+        elapsed = now - self.start
+        rate = ""
+        if objects is not None and elapsed > 0:
+            rate = "  %.0f obj/s" % (objects / elapsed)
+        self.stream.write("\r\033[K%s%s  [%.0f s]" % (text, rate, elapsed))
         self.stream.flush()
         self._shown = True
 
