@@ -439,6 +439,46 @@ def _ref_tag(tag: str) -> str:
 # Writing
 # ---------------------------------------------------------------------------
 
+_output_log = logging.getLogger("icatdump.output")
+
+
+def _partial_file(path: str) -> tuple[int, str]:
+    """Open the temporary file a dump to ``path`` is written into.
+
+    It is ``.NAME.PID.XXXX.part`` beside the final file (so the rename at
+    the end stays on one file system).  A dump killed outright (kill -9, a
+    crash) cannot remove its partial file; the next dump to the same name
+    does, once the process named in it no longer runs.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = ".%s." % os.path.basename(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if name.startswith(prefix) and name.endswith(".part") and pid.isdigit() \
+                and not _process_runs(int(pid)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                continue
+            _output_log.warning("removed %s, the partial file of a dump that did not finish "
+                                "(process %s)", os.path.join(directory, name), pid)
+    return tempfile.mkstemp(prefix="%s%d." % (prefix, os.getpid()), suffix=".part",
+                            dir=directory)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
 @dataclass
 class Record:
     """One object ready to serialize: the backend's whole view of it.
@@ -607,9 +647,7 @@ class DumpFileWriter:
             self.outfile = sys.stdout.buffer if "b" in self.mode else sys.stdout
         else:
             path = os.fspath(outfile)
-            directory = os.path.dirname(os.path.abspath(path))
-            fd, self._tmp_name = tempfile.mkstemp(
-                prefix="." + os.path.basename(path) + ".", suffix=".part", dir=directory)
+            fd, self._tmp_name = _partial_file(path)
             self.outfile = os.fdopen(fd, self.mode, **_text_args(self.mode))
             self._final_name = path
             self._closefile = True

@@ -312,7 +312,28 @@ def test_interrupted_dump_leaves_the_old_file(files, tmp_path, sig):
         assert b"Traceback" not in err
         assert left == ["dump.xml"]     # the partial file is removed
     else:
-        # Nothing can clean up after SIGKILL: the partial file keeps its
-        # hidden temporary name, never the final one.
-        assert all(n == "dump.xml" or (n.startswith(".dump.xml.") and n.endswith(".part"))
-                   for n in left)
+        # Nothing can clean up at SIGKILL: the partial file keeps its
+        # hidden temporary name, never the final one, with the dead pid in it ...
+        partial = [n for n in left if n != "dump.xml"]
+        assert "dump.xml" in left and len(partial) == 1
+        assert partial[0].startswith(".dump.xml.%d." % proc.pid) and partial[0].endswith(".part")
+        # ... and the next dump to that name removes it, saying so.
+        again = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-q", "-w",
+                                str(db), "-f", "XML", "-o", str(out)],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert sorted(p.name for p in outdir.iterdir()) == ["dump.xml"]
+        assert again.stderr == "removed %s, the partial file of a dump that did not finish " \
+            "(process %d)\n" % (outdir / partial[0], proc.pid)
+        assert out.read_bytes() != b"the good old dump\n"
+
+
+def test_partial_file_of_a_running_dump_is_left_alone(tmp_path):
+    """Another dump to the same name, still running (here: this process),
+    keeps its partial file."""
+    from icatdump.dumpfile import _partial_file
+    mine = tmp_path / (".out.xml.%d.abcd.part" % os.getpid())
+    mine.write_text("in progress")
+    fd, name = _partial_file(str(tmp_path / "out.xml"))
+    os.close(fd)
+    assert mine.exists() and pathlib.Path(name).exists() and pathlib.Path(name) != mine
