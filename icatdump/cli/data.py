@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 from collections import Counter
 
 import click
@@ -269,19 +270,28 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
 @click.option("--account", "accounts", multiple=True, metavar="NAME:PASSWORD",
               help="An account of the 'simple' authenticator (repeatable; "
                    "default root:secret).")
+@click.option("--certfile", type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS with this certificate (PEM; may hold the key too).")
+@click.option("--keyfile", type=click.Path(dir_okay=False, exists=True),
+              help="The certificate's private key (PEM), if not in --certfile.")
 @quiet_option
 @debug_option
 @handle_errors
-def serve(path, host, port, accounts, quiet):
+def serve(path, host, port, accounts, certfile, keyfile, quiet):
     """Serve the embedded catalogue PATH as an ICAT SOAP service."""
     from ..soap.server import run_server
+    if keyfile and not certfile:
+        raise UsageProblem("--keyfile needs --certfile")
     parsed = {}
     for acc in accounts:
         name, sep, password = acc.partition(":")
         if not sep or not name:
             raise UsageProblem("--account wants NAME:PASSWORD, got %r" % acc)
         parsed[name] = password
-    run_server(path, host, port, parsed or None, quiet)
+    try:
+        run_server(path, host, port, parsed or None, quiet, certfile, keyfile)
+    except ssl.SSLError as exc:
+        raise UsageProblem("cannot use the certificate %s: %s" % (certfile, exc)) from None
 
 
 if __name__ == "__main__":

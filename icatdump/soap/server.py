@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import ipaddress
 import logging
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -377,7 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = url.query.lower()
         if query == "wsdl":
             host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
-            return self._send(200, wsdl.make_wsdl("http://%s%s" % (host, SERVICE_PATH)))
+            scheme = "https" if self.server.tls else "http"
+            return self._send(200, wsdl.make_wsdl("%s://%s%s" % (scheme, host, SERVICE_PATH)))
         if query == "xsd=1":
             return self._send(200, service.xsd())
         return self._send(404, b"Use ?wsdl or ?xsd=1\n", "text/plain")
@@ -403,18 +405,32 @@ class IcatServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, service: IcatService, log_requests=False):
+    def __init__(self, address, service: IcatService, log_requests=False,
+                 tls: ssl.SSLContext | None = None):
         super().__init__(address, _Handler)
         self.service = service
         self.log_requests = log_requests
         self.thread = None
+        self.tls = tls
+        if tls is not None:
+            # The handshake happens on the handler's thread (first read), so
+            # a slow or failing client never holds up accepting the next one.
+            self.socket = tls.wrap_socket(self.socket, server_side=True,
+                                          do_handshake_on_connect=False)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         if ":" in host:
             host = "[%s]" % host
-        return "http://%s:%d%s" % (host, port, SERVICE_PATH)
+        return "%s://%s:%d%s" % ("https" if self.tls else "http", host, port, SERVICE_PATH)
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up or refuses our certificate is its own
+        business; anything else is worth a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return
+        super().handle_error(request, client_address)
 
     def start(self):
         # A short poll interval: shutdown() waits up to one interval.
@@ -441,19 +457,25 @@ class IcatServer(ThreadingHTTPServer):
 
 def serve(client, host: str = "127.0.0.1", port: int = 0,
           accounts: dict | None = None, lifetime_minutes: float = 120.0,
-          apiversion: str | None = None, log_requests: bool = False) -> IcatServer:
+          apiversion: str | None = None, log_requests: bool = False,
+          certfile: str | None = None, keyfile: str | None = None) -> IcatServer:
     """Start an ICAT SOAP server for ``client`` in a background thread.
 
     ``client`` is a :class:`Client`, or a callable that opens one; the
     callable form opens (and at shutdown closes) it on the catalogue worker
     thread, which thread-bound connections such as SQLite's need.  All
-    catalogue calls run on that one thread, one at a time.
+    catalogue calls run on that one thread, one at a time.  With
+    ``certfile`` (PEM, the key in it or in ``keyfile``) it speaks HTTPS.
     """
     if accounts is None:
         accounts = {"root": "secret"}
+    tls = None
+    if certfile:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(certfile, keyfile)
     sessions = Sessions(accounts, lifetime_minutes)
     service = IcatService(client, sessions, apiversion)
-    return IcatServer((host, port), service, log_requests).start()
+    return IcatServer((host, port), service, log_requests, tls).start()
 
 
 def is_loopback(host: str) -> bool:
@@ -466,22 +488,23 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | None = None,
-               quiet: bool = False) -> None:
+               quiet: bool = False, certfile: str | None = None,
+               keyfile: str | None = None) -> None:
     """``icatdata serve``: serve the embedded catalogue at ``path`` until interrupted.
 
     Prints the service URL on stdout; warns on stderr when the address is
     reachable from other machines, since this server evaluates no
-    authorization rules and speaks plain HTTP.
+    authorization rules (and, without a certificate, speaks plain HTTP).
     """
     from ..store import EmbeddedClient
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
-                   log_requests=not quiet)
+                   log_requests=not quiet, certfile=certfile, keyfile=keyfile)
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "
-                  "uses plain HTTP and lets every logged-in user do everything" % host,
-                  file=sys.stderr)
+                  "%slets every logged-in user do everything"
+                  % (host, "" if certfile else "uses plain HTTP and "), file=sys.stderr)
         print(server.url, flush=True)
         if not quiet:
             print("accounts: %s (authenticators simple, db); press Ctrl-C to stop"
