@@ -133,16 +133,32 @@ def _format_from_name(path: str) -> str | None:
         next((n for n in format_names() if n.lower() == ext), None)
 
 
+def _file_to_file(default_output_format: str):
+    """The arguments and options of a command that reads one data file and
+    writes another (convert, salvage)."""
+    options = [
+        click.argument("infile", type=click.Path(dir_okay=False, allow_dash=True)),
+        click.argument("outfile", type=click.Path(dir_okay=False, allow_dash=True)),
+        click.option("-f", "--from", "informat",
+                     type=click.Choice(format_names(), case_sensitive=False),
+                     help="Input format (default: detected from the content)."),
+        click.option("-t", "--to", "outformat",
+                     type=click.Choice(format_names(), case_sensitive=False),
+                     help="Output format (default: %s)." % default_output_format),
+        click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
+                     help="ICAT schema of the content (default: from the file's header)."),
+        quiet_option,
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
 @main.command()
-@click.argument("infile", type=click.Path(dir_okay=False, allow_dash=True))
-@click.argument("outfile", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-f", "--from", "informat", type=click.Choice(format_names(), case_sensitive=False),
-              help="Input format (default: detected from the content).")
-@click.option("-t", "--to", "outformat", type=click.Choice(format_names(), case_sensitive=False),
-              help="Output format (default: from OUTFILE's extension).")
-@click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
-              help="ICAT schema of the content (default: from the file's header).")
-@quiet_option
+@_file_to_file("from OUTFILE's extension")
 @debug_option
 @handle_errors
 def convert(infile, outfile, informat, outformat, schema_version, quiet):
@@ -225,15 +241,7 @@ def check(file, fmt, schema_version, max_problems, quiet):
 
 
 @main.command()
-@click.argument("infile", type=click.Path(dir_okay=False, allow_dash=True))
-@click.argument("outfile", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-f", "--from", "informat", type=click.Choice(format_names(), case_sensitive=False),
-              help="Input format (default: detected from the content).")
-@click.option("-t", "--to", "outformat", type=click.Choice(format_names(), case_sensitive=False),
-              help="Output format (default: the input's).")
-@click.option("--schema-version", type=click.Choice(VERSIONS), default=None,
-              help="ICAT schema of the content (default: from the file's header).")
-@quiet_option
+@_file_to_file("the input's")
 @debug_option
 @handle_errors
 def salvage(infile, outfile, informat, outformat, schema_version, quiet):
