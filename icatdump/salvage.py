@@ -31,6 +31,7 @@ from .dumpfile import get_backend
 from .dumporder import type_order
 from .offline import output_chunks
 from .schema import Schema
+from .streams import text_reader
 
 
 @dataclass
@@ -67,9 +68,12 @@ def salvage(instream, informat: str, outfile, outformat: str, schema: Schema,
     ``outfile`` in ``outformat``; return what was kept and dropped."""
     tail = _TailStream(instream, name or getattr(instream, "name", "<stream>"))
     reader_cls, _ = get_backend(informat)
-    stream = io.BufferedReader(tail, 1 << 16)
+    # No BufferedReader on top: it gathers several reads into one and drops
+    # them all when a later one fails, so the complete chunks just before a
+    # truncated gzip block would be lost.  The parsers read in big blocks.
+    stream = tail
     if "b" not in reader_cls.mode:
-        stream = io.TextIOWrapper(stream, encoding="utf-8")
+        stream = text_reader(stream, source=instream)
     checker = Checker(stream, informat, schema, url, apiversion, tail.name)
     _, writer_cls = get_backend(outformat)
     order = {n: i for i, n in enumerate(type_order(schema))}

@@ -326,7 +326,9 @@ def test_salvage_drops_invalid_chunk_and_its_dependants(example, tmp_path):
 
 @pytest.mark.parametrize("command", ["icatdump", "icatingest", "icatdata"])
 def test_completion_script(command):
-    exe = shutil.which(command)
+    # The console scripts sit next to the interpreter running the tests
+    # (make test does not put .venv/bin on PATH).
+    exe = shutil.which(command, path=os.path.dirname(sys.executable)) or shutil.which(command)
     if exe is None:
         pytest.skip("%s is not installed" % command)
     env = dict(os.environ, **{"_%s_COMPLETE" % command.upper(): "bash_source"})
@@ -334,3 +336,9 @@ def test_completion_script(command):
     assert proc.returncode == 0
     assert "_%s_completion" % command in proc.stdout
     assert "complete " in proc.stdout
+    # And it completes: what bash would get for "COMMAND --ver<TAB>".
+    env = dict(os.environ, COMP_WORDS="%s --ver" % command, COMP_CWORD="1",
+               **{"_%s_COMPLETE" % command.upper(): "bash_complete"})
+    proc = subprocess.run([exe], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "plain,--version" in proc.stdout.splitlines(), proc.stdout

@@ -18,6 +18,7 @@ import click
 
 from ..client import IcatError, SessionError
 from ..dumpfile import DataFileError, discover_backends, BackendOrigins, Backends
+from ..streams import GZIP_MAGIC, GunzipStream
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
 
@@ -219,6 +220,11 @@ def open_input(path: str, fmt: str | None):
             raise DataFileError("file is empty", name)
         return fmt, raw, name
     head = raw.read(4096)
+    gunzip = None
+    if head.startswith(GZIP_MAGIC):
+        # A gzip-compressed data file (``icatdump | gzip``): read through it.
+        gunzip = GunzipStream(ReplayStream(head, raw, name), name)
+        head = gunzip.peek(4096)[:4096]
     if not head.strip():
         raise DataFileError("file is empty", name)
     sniffed = sniff_format(head)
@@ -226,5 +232,7 @@ def open_input(path: str, fmt: str | None):
         raise DataFileError("not an ICAT data file (neither XML nor YAML)", name)
     if fmt and fmt in ("XML", "YAML") and fmt != sniffed:
         raise UsageProblem("%s: -f %s given, but the file looks like %s" % (name, fmt, sniffed))
+    if gunzip is not None:
+        return fmt or sniffed, gunzip, name
     stream = io.BufferedReader(ReplayStream(head, raw, name), 1 << 16)
     return fmt or sniffed, stream, name

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import ssl
@@ -22,6 +21,7 @@ from .. import __version__
 from ..check import format_problem, read_head
 from ..dumpfile import RawObject, get_backend
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
+from ..streams import text_reader
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      open_input, quiet_option)
 
@@ -95,7 +95,7 @@ def info(file, fmt, as_json):
     schema = Schema.for_version(header.get("apiversion") or DEFAULT_VERSION)
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
-        stream = io.TextIOWrapper(stream, encoding="utf-8")
+        stream = text_reader(stream)
     top, embedded, chunks = Counter(), Counter(), 0
     with stream:
         reader = reader_cls(_NoClient(schema), stream)
@@ -175,7 +175,7 @@ def convert(infile, outfile, informat, outformat, schema_version, quiet):
     schema = Schema.for_version(schema_version or header.get("apiversion") or DEFAULT_VERSION)
     reader_cls, _ = get_backend(informat)
     if "b" not in reader_cls.mode:
-        stream = io.TextIOWrapper(stream, encoding="utf-8")
+        stream = text_reader(stream)
     with stream:
         n = convert_file(stream, informat, outfile, outformat, schema,
                          url=header.get("service", ""), apiversion=header.get("apiversion", ""))
@@ -197,7 +197,7 @@ def _open_data(file, fmt, schema_version):
 
 def _text_if_needed(stream, fmt):
     reader_cls, _ = get_backend(fmt)
-    return stream if "b" in reader_cls.mode else io.TextIOWrapper(stream, encoding="utf-8")
+    return stream if "b" in reader_cls.mode else text_reader(stream)
 
 
 @main.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import signal
 import threading
 
@@ -15,6 +14,7 @@ from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
 from ..store import EmbeddedClient
 from ..store.lock import WriteLock
+from ..streams import text_reader
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
 from .progress import Progress, per_type_lines
@@ -55,7 +55,7 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     fmt, stream, name = open_input(inputfile, fmt.upper() if fmt else None)
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
-        stream = io.TextIOWrapper(stream, encoding="utf-8")
+        stream = text_reader(stream)
     progress = Progress(quiet, verbose=verbose)
     with stream, open_client(cfg) as client, _write_lock(client):
         with reader_cls(client, stream) as reader:

@@ -1,0 +1,100 @@
+"""Input streams: gzip-compressed data files, and text over binary input.
+
+Both are written so that an error while reading (a truncated or corrupt
+compressed file) never swallows the data read before it: every read
+returns what one step of decompression gives, and the parser sees every
+complete chunk before the error.  (``io.BufferedReader`` and
+``io.TextIOWrapper`` gather several reads into one and drop them all when
+a later one fails.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import zlib
+
+from .dumpfile import DataFileError
+
+#: The first bytes of a gzip file.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GunzipStream(io.RawIOBase):
+    """The decompressed content of a gzip stream.
+
+    Every read makes at most one step of decompression (``read1``), so what
+    came before a truncation or a corrupt block is always handed out before
+    the error: the parser still gets every complete chunk (salvage keeps
+    them).  A truncated or corrupt stream is a :class:`DataFileError`
+    naming the file, not a zlib traceback.
+    """
+
+    def __init__(self, compressed, name: str):
+        self._gzip = gzip.GzipFile(fileobj=compressed, mode="rb")
+        self.name = name
+
+    def readable(self):
+        return True
+
+    def _guarded(self, read, size):
+        try:
+            return read(size)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataFileError("compressed data %s" % (
+                "ends too early (truncated file)" if isinstance(exc, EOFError)
+                else "is corrupt: %s" % exc), self.name) from None
+
+    def readinto(self, buf):
+        data = self._guarded(self._gzip.read1, len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def peek(self, size=1) -> bytes:
+        return self._guarded(self._gzip.peek, size)
+
+    def close(self):
+        self._gzip.close()
+        super().close()
+
+
+class Utf8Text(io.TextIOBase):
+    """UTF-8 text over a :class:`GunzipStream`, one underlying read per call.
+
+    Enough of a text file for the parsers, which only ``read(size)`` and
+    take short reads in their stride.
+    """
+
+    def __init__(self, raw, name: str):
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.name = name
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1) -> str:
+        if size is None or size < 0:
+            return self._decoder.decode(self._raw.read(), final=True)
+        while True:
+            data = self._raw.read(max(size, 4))
+            text = self._decoder.decode(data, final=not data)
+            if text or not data:
+                return text
+
+    def close(self):
+        self._raw.close()
+        super().close()
+
+
+def text_reader(stream, source=None):
+    """A text stream (UTF-8) over a binary input stream.
+
+    ``source`` is the stream underneath ``stream`` when that is a wrapper
+    of its own (salvage's); what matters is whether a gzip stream is at the
+    bottom.
+    """
+    if isinstance(source if source is not None else stream, GunzipStream):
+        return Utf8Text(stream, getattr(stream, "name", "<stream>"))
+    return io.TextIOWrapper(stream, encoding="utf-8")
