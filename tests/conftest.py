@@ -15,6 +15,11 @@ def _load_examples_tool():
     return mod
 
 
+def python_icat_sdist() -> pathlib.Path:
+    """The unpacked sdist of python-icat 1.7.0, downloaded now if need be."""
+    return _load_examples_tool().example_dir()
+
+
 @pytest.fixture(scope="session")
 def examples_tool():
     """tools/examples.py as a module (``find(name)``, ``example_dir()``)."""

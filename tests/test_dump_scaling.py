@@ -18,6 +18,7 @@ from icatdump.dump import Selection, dump, ids_of
 from icatdump.dumpfile import open_dumpfile
 from icatdump.ingest import ingest
 from icatdump.store import EmbeddedClient, init_catalogue
+from conftest import python_icat_sdist
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADER = (b"<date>", b"<service>", b"<apiversion>", b"<generator>",
@@ -220,9 +221,7 @@ def test_split_file_read_by_python_icat(new_catalogue, tmp_path, example):
     """python-icat 1.7.0's icatingest resolves a split file (chunks of 5
     objects) through the local server; the catalogue dumps as the example."""
     pytest.importorskip("icat")
-    scripts = ROOT / ".cache" / "python-icat-1.7.0" / "src" / "scripts"
-    if not scripts.is_dir():
-        pytest.skip("python-icat sdist not unpacked")
+    scripts = python_icat_sdist() / "src" / "scripts"
     from icatdump.soap.server import serve
     client = new_catalogue()
     src = example("icatdump-6.2.xml").read_bytes()
