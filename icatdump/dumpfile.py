@@ -23,6 +23,8 @@ The method names of python-icat's ``icat.dumpfile`` are all kept.
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import os
 import sys
@@ -134,7 +136,7 @@ class DumpFileReader:
             self.name = "<stdin>"
         else:
             self.name = os.fspath(infile)
-            self.infile = open(infile, self.mode, **_text_args(self.mode))
+            self.infile = _input_stream(self.name, self.mode)
             self._closefile = True
         self._retain = retained_types(self.schema)
         self.objindex: dict = {}
@@ -405,6 +407,16 @@ def _text_args(mode: str) -> dict:
     return {} if "b" in mode else {"encoding": "utf-8"}
 
 
+def _input_stream(path: str, mode: str):
+    """Open a data file by path; a gzip-compressed one is read through."""
+    from .streams import GZIP_MAGIC, GunzipStream, text_reader
+    diskfile = open(path, "rb")
+    if diskfile.peek(2)[:2] != GZIP_MAGIC:
+        return diskfile if "b" in mode else io.TextIOWrapper(diskfile, encoding="utf-8")
+    stream = GunzipStream(diskfile, path)
+    return stream if "b" in mode else text_reader(stream)
+
+
 class RefCache(OrderedDict):
     """A bounded key → object map, least recently used out first.
 
@@ -468,6 +480,24 @@ def _partial_file(path: str) -> tuple[int, str]:
                                 "(process %s)", os.path.join(directory, name), pid)
     return tempfile.mkstemp(prefix="%s%d." % (prefix, os.getpid()), suffix=".part",
                             dir=directory)
+
+
+def _output_stream(fd: int, path: str, mode: str):
+    """The stream a writer writes to, and the file on disk beneath it.
+
+    A path ending in ``.gz`` is written gzip-compressed (read back as it is
+    by icatingest and icatdata, which sniff the compression).  The two are
+    closed separately: the gzip trailer goes out first, then the file on
+    disk is synced and closed before the rename.
+    """
+    if not path.endswith(".gz"):
+        stream = os.fdopen(fd, mode, **_text_args(mode))
+        return stream, stream
+    diskfile = os.fdopen(fd, "wb")
+    compressed = gzip.GzipFile(filename=os.path.basename(path[:-3]), mode="wb",
+                               fileobj=diskfile)
+    stream = compressed if "b" in mode else io.TextIOWrapper(compressed, encoding="utf-8")
+    return stream, diskfile
 
 
 def _process_runs(pid: int) -> bool:
@@ -648,9 +678,9 @@ class DumpFileWriter:
         else:
             path = os.fspath(outfile)
             fd, self._tmp_name = _partial_file(path)
-            self.outfile = os.fdopen(fd, self.mode, **_text_args(self.mode))
             self._final_name = path
             self._closefile = True
+            self.outfile, self._diskfile = _output_stream(fd, path, self.mode)
         self.idcounter: dict[str, int] = {}
         self._retain = retained_types(self.schema)
         self.keyindex: dict = {}
@@ -672,8 +702,11 @@ class DumpFileWriter:
         """Finish writing: flush, close and move the file to its final name."""
         if self._closefile:
             self.outfile.flush()
-            os.fsync(self.outfile.fileno())
-            self.outfile.close()
+            if self.outfile is not self._diskfile:
+                self.outfile.close()        # the gzip trailer; the disk file stays open
+            self._diskfile.flush()
+            os.fsync(self._diskfile.fileno())
+            self._diskfile.close()
             self._closefile = False
             # mkstemp made the file private; give it the mode a plain open() would.
             umask = os.umask(0)
@@ -687,6 +720,7 @@ class DumpFileWriter:
         """Give up: remove the partial file, leave any existing one alone."""
         if self._closefile:
             self.outfile.close()
+            self._diskfile.close()
             self._closefile = False
             try:
                 os.unlink(self._tmp_name)

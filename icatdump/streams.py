@@ -33,6 +33,7 @@ class GunzipStream(io.RawIOBase):
 
     def __init__(self, compressed, name: str):
         self._gzip = gzip.GzipFile(fileobj=compressed, mode="rb")
+        self._compressed = compressed
         self.name = name
 
     def readable(self):
@@ -56,6 +57,7 @@ class GunzipStream(io.RawIOBase):
 
     def close(self):
         self._gzip.close()
+        self._compressed.close()
         super().close()
 
 

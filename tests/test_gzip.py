@@ -103,3 +103,44 @@ def test_corrupt_compressed_file(example, tmp_path):
     lines = proc.stderr.decode().splitlines()
     assert "compressed data is corrupt: CRC check failed" in lines[0], lines
     assert str(src) in lines[0] and "Traceback" not in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("fmt", ["XML", "YAML"])
+def test_dump_and_convert_to_a_compressed_file(example, tmp_path, fmt):
+    """``-o NAME.gz`` writes gzip; the content is the plain dump's, and it
+    reads back through the library, icatingest and icatdata convert."""
+    src = example("icatdump-6.2.%s" % fmt.lower())
+    db = tmp_path / "c.sqlite"
+    new_catalogue(db)
+    assert run("ingest", "-q", "-w", db, "-i", src).returncode == 0
+    packed = tmp_path / ("d.%s.gz" % fmt.lower())
+    proc = run("dump", "-w", db, "-f", fmt, "-o", packed)
+    assert proc.returncode == 0, proc.stderr
+    assert b"objects (319 top-level) written" in proc.stderr
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    assert body(gzip.decompress(packed.read_bytes()), fmt) == body(src.read_bytes(), fmt)
+
+    from icatdump.dumpfile import open_dumpfile
+    from icatdump.ingest import ingest
+    from icatdump.store import EmbeddedClient, init_catalogue
+    init_catalogue(str(tmp_path / "lib.sqlite"))
+    client = EmbeddedClient(str(tmp_path / "lib.sqlite"))
+    with open_dumpfile(client, str(packed), fmt, "r") as reader:
+        assert sum(ingest(client, reader).created.values()) == 439
+
+    other = "YAML" if fmt == "XML" else "XML"
+    converted = tmp_path / ("e.%s.gz" % other.lower())
+    code, _, err = cli("convert", packed, converted)
+    assert code == 0, err
+    back = tmp_path / ("f.%s" % fmt.lower())
+    code, _, err = cli("convert", converted, back)
+    assert code == 0, err
+    assert body(back.read_bytes(), fmt) == body(src.read_bytes(), fmt)
+
+
+def test_failed_compressed_dump_leaves_nothing(tmp_path):
+    """A dump to NAME.gz that fails leaves no file and no partial file."""
+    proc = run("dump", "-w", tmp_path / "missing.sqlite", "-o", tmp_path / "d.xml.gz")
+    assert proc.returncode != 0 and b"Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

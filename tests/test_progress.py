@@ -100,7 +100,7 @@ def test_progress_line_on_a_terminal(tmp_path):
     assert "objects" in line and "obj/s" in line and line.rstrip().endswith("s]"), out
     assert "icatingest: 2 chunks, 2 created" in out.split("\r\x1b[K")[-1]
     out = _on_a_terminal(["icatdump.cli.dump", "-w", cat, "-o", str(tmp_path / "d.yaml")])
-    assert "dumped" in out and "obj/s" in out and "icatdump: 2 objects written" in out
+    assert "dumped" in out and "obj/s" in out and "icatdump: 2 objects (2 top-level) written" in out
 
 
 def test_progress_quiet_on_a_terminal(tmp_path):

@@ -57,8 +57,10 @@ def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
             n = dump(client, writer, progress=lambda name, count: progress.update(
                 "dumped %d objects (%s)" % (count, name), count), chunk_size=chunk_size,
                 max_entities=max_entities, selection=selection)
-    progress.done("icatdump: %d objects written to %s in %.1f s"
-                  % (n, outputfile if outputfile != "-" else "stdout",
+    # Counted as icatingest counts what it creates: embedded objects too.
+    embedded = sum(counted.embedded.values())
+    progress.done("icatdump: %d objects (%d top-level) written to %s in %.1f s"
+                  % (n + embedded, n, outputfile if outputfile != "-" else "stdout",
                      time.monotonic() - start),
                   per_type_lines(written=counted.top, embedded=counted.embedded))
 
