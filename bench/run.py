@@ -344,16 +344,47 @@ def bench_big(n_files: int, pyicat: bool):
     n_back = EmbeddedClient(str(back)).search("SELECT COUNT(o) FROM Datafile o")[0]
     print("  ingest back (XML) %s peak RSS %5.0f MiB, %d datafiles"
           % (fmt_rate(count, t), rss, n_back))
-    print("-- dump through icatdata serve: prefetching thread vs none (same run)")
-    server = serve(lambda: EmbeddedClient(str(db)), accounts={"root": "secret"})
-    try:
-        for prefetch in (False, True):
-            t, rss = timed_child(DUMP_SOAP % (server.url, str(tmp / "soap.xml"), prefetch))
-            print("  prefetch=%-5s %s %5.0f MiB" % (prefetch, fmt_rate(count, t), rss))
-    finally:
-        server.shutdown()
+    print("-- dump through icatdata serve: prefetching thread vs none (same run), on the "
+          "loopback and with %d ms added to every search (a server across a network)"
+          % (SEARCH_DELAY * 1000))
+    for delay in (0.0, SEARCH_DELAY):
+        server = serve(lambda: DelayedSearches(EmbeddedClient(str(db)), delay),
+                       accounts={"root": "secret"})
+        try:
+            for prefetch in (False, True):
+                t, rss = timed_child(DUMP_SOAP % (server.url, str(tmp / "soap.xml"), prefetch))
+                print("  +%2d ms  prefetch=%-5s %s %5.0f MiB"
+                      % (delay * 1000, prefetch, fmt_rate(count, t), rss))
+        finally:
+            server.shutdown()
     if pyicat:
         _pyicat_ingest_back(tmp, count)
+
+
+#: Seconds added to each search for the "remote server" prefetch figures.
+SEARCH_DELAY = 0.01
+
+
+class DelayedSearches:
+    """A catalogue whose searches take ``delay`` seconds longer, standing in
+    for the round trip to a server elsewhere on the network."""
+
+    def __init__(self, client, delay: float):
+        self._client = client
+        self._delay = delay
+
+    def search(self, *args, **kwargs):
+        time.sleep(self._delay)
+        return self._client.search(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._client, name, value)     # the server sets ``user`` per call
 
 
 def _pyicat_ingest_back(tmp, count):

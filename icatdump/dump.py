@@ -358,12 +358,12 @@ def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT
     ``chunk_size``: split chunks with more top-level objects (None: never).
     ``max_entities``: the server's limit on objects per search, if the
     client's value (``getProperties`` or 10000) is not right.
-    ``prefetch``: fetch a query's next page in a thread while the current
-    one is serialized.  It pays over SOAP (the round trip overlaps the
-    writing: ~15-20% faster through ``icatdata serve``, bench/run.py
-    --big) and not in process, where the store holds the GIL; None
-    chooses by client (on for anything but the embedded catalogue).  The
-    output is the same either way.
+    ``prefetch``: search for a chunk's next group of objects in a thread
+    while this one is written, so that the server's time overlaps the
+    writing.  None chooses by client: on over the network, off for the
+    embedded catalogue (in process: nothing to wait for, and its
+    connection belongs to one thread).  The output is the same either
+    way; bench/run.py --big measures both.
     """
     if prefetch is None:
         prefetch = not client.transactional

@@ -544,17 +544,13 @@ class Pager:
     cap = 1000          # objects per page at most, whatever the fan-out
     budget = 0.5        # share of maxEntities a page aims at
 
-    def __init__(self, client: Client, max_entities: int, prefetch: bool = False):
+    def __init__(self, client: Client, max_entities: int):
         self.client = client
         self.schema = client.schema
         self.limit = max(1, int(max_entities))
         self.size = max(1, min(self.cap, self.limit // 10))
-        self.prefetch = prefetch
 
     def results(self, query: Query) -> Iterator[Entity]:
-        if self.prefetch:
-            yield from self._results_prefetched(query)
-            return
         last = None
         while True:
             page, complete = self._page(query, last)
@@ -562,19 +558,6 @@ class Pager:
             if not complete:
                 return
             last = page[-1].id
-
-    def _results_prefetched(self, query: Query) -> Iterator[Entity]:
-        """As :meth:`results`, the next page fetched while this one is written."""
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(self._page, query, None)
-            while True:
-                page, complete = future.result()
-                if complete:
-                    future = pool.submit(self._page, query, page[-1].id)
-                yield from page
-                if not complete:
-                    return
 
     def _page(self, query: Query, last) -> tuple[list, bool]:
         """The page after id ``last``, and whether it is full (more may follow).
@@ -663,7 +646,8 @@ class DumpFileWriter:
     chunk_size: int | None = None
     #: The server's limit on objects per search; None: the client's.
     max_entities: int | None = None
-    #: Fetch the next page in a thread while this one is written.
+    #: Search for a chunk's next group of objects in a thread while this
+    #: group is written (see :meth:`writedata`).
     prefetch: bool = False
 
     def __init__(self, client: Client, outfile):
@@ -806,9 +790,44 @@ class DumpFileWriter:
             keyindex = ChainMap({}, self.keyindex)
         self.startdata()
         self._chunk_count = 0
-        for o in objs:
-            etype = getattr(o, "entity", None)
-            self.writeobjs(o, keyindex, chunksize=chunksize, keep_keys=etype not in forget)
+        fetch = self._fetched_ahead if self.prefetch else self._fetched
+        for item, found in fetch(objs, chunksize):
+            etype = getattr(item, "entity", None)
+            self.writeobjs(found, keyindex, chunksize=chunksize, keep_keys=etype not in forget)
+
+    def _fetched(self, items, chunksize) -> Iterator[tuple[Any, list]]:
+        """Each item of a chunk (a query or a list of objects) with its objects."""
+        for item in items:
+            yield item, self._objects(item, chunksize)
+
+    def _fetched_ahead(self, items, chunksize) -> Iterator[tuple[Any, list]]:
+        """As :meth:`_fetched`, the next item searched for while this one is written.
+
+        Over the network a search is mostly waiting for the server, and
+        writing a group of objects is mostly computing: the two overlap.
+        Every client call (``items`` may search too: one query per dataset)
+        stays on the one fetching thread, so the client is never used from
+        two threads at once.  At most two groups are in memory.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        remaining = iter(items)
+
+        def fetch_next():
+            for item in remaining:
+                return item, self._objects(item, chunksize)
+            return None
+
+        with ThreadPoolExecutor(1, thread_name_prefix="icatdump-prefetch") as pool:
+            future = pool.submit(fetch_next)
+            while True:
+                fetched = future.result()
+                if fetched is None:
+                    return
+                future = pool.submit(fetch_next)
+                yield fetched
+
+    def _objects(self, item, chunksize) -> list:
+        return self.search_all(item, chunksize) if isinstance(item, (str, Query)) else item
 
     def search_all(self, query, chunksize=100):
         """All results of a query (python-icat's API; see :meth:`iter_search`)."""
@@ -824,8 +843,8 @@ class DumpFileWriter:
         by ``LIMIT offset, chunksize`` as python-icat does.
         """
         if isinstance(query, Query):
-            yield from Pager(self.client, self.max_entities or self.client.max_entities,
-                             self.prefetch).results(query)
+            yield from Pager(self.client,
+                             self.max_entities or self.client.max_entities).results(query)
             return
         skip = 0
         while True:

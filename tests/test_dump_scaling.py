@@ -11,6 +11,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -245,8 +246,9 @@ def test_split_file_read_by_python_icat(new_catalogue, tmp_path, example):
 
 
 def test_prefetch_over_soap_same_output(new_catalogue, tmp_path, example):
-    """The prefetching thread (default over SOAP) changes nothing in the file,
-    also with pages shrunk by a small maxEntities."""
+    """The prefetching thread (default over SOAP) does the chunks' searches
+    and changes nothing in the file, also with pages shrunk by a small
+    maxEntities."""
     from icatdump.soap.client import SoapClient
     from icatdump.soap.server import serve
     client = new_catalogue()
@@ -258,8 +260,21 @@ def test_prefetch_over_soap_same_output(new_catalogue, tmp_path, example):
         soap = SoapClient(srv.url)
         soap.login("simple", {"username": "root", "password": "secret"})
         assert soap.max_entities == 50
+        threads = []
+        search = soap.search
+
+        def recorded_search(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return search(*args, **kwargs)
+        soap.search = recorded_search
         with_thread = dump_bytes(soap, tmp_path, prefetch=True)
+        searched_ahead = sum(name.startswith("icatdump-prefetch") for name in threads)
+        del threads[:]
         without = dump_bytes(soap, tmp_path, prefetch=False)
+        assert not any(name.startswith("icatdump-prefetch") for name in threads)
+        # The chunks' searches ran on the fetching thread; only the plan's
+        # own (the ids of investigations and publications) on the main one.
+        assert searched_ahead > 0.9 * len(threads), (searched_ahead, len(threads))
         soap.logout()
     finally:
         srv.shutdown()
