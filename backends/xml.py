@@ -112,7 +112,8 @@ class XMLDumpFileReader(DumpFileReader):
                     append((name, self._object(sub, spec[2].instance_name, None)))
                     continue
                 if kind is ONE:
-                    append((name, _reference(sub)))
+                    ref = sub.get("ref")
+                    append((name, RawRef(key=ref) if ref is not None else _reference(sub)))
                     continue
             elif name.__class__ is not str:
                 continue        # comments, PIs, entity nodes: never data

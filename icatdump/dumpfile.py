@@ -142,7 +142,7 @@ class DumpFileReader:
         # References resolved in the catalogue, kept across chunks: static
         # data (Facility, ParameterType, User...) is searched once per run.
         self._ref_cache = RefCache(self.cache_size)
-        self._specs: dict[str, dict] = {}
+        self._specs: dict[tuple, dict] = {}     # see field_specs
 
     def __enter__(self):
         return self
@@ -285,7 +285,7 @@ class DumpFileReader:
         python-icat.
         """
         local = objindex.maps[0] if isinstance(objindex, ChainMap) else objindex
-        cache = self._ref_cache
+        created = []
         for key, obj in local.items():
             if obj.id is None:
                 continue
@@ -293,7 +293,8 @@ class DumpFileReader:
             # A generic key is the prefix and eight digits: longer keys need
             # no regex match.
             if key.startswith(prefix) and (len(key) > len(prefix) + 9 or not is_generic(key)):
-                cache[key] = obj
+                created.append((key, obj))
+        self._ref_cache.remember(created)
 
     # -- building entities ------------------------------------------------------
     def _entity_type(self, tag) -> EntityType:
@@ -302,16 +303,18 @@ class DumpFileReader:
         except KeyError:
             raise DataFileError("unknown entity type '%s'" % tag) from None
 
-    def field_specs(self, etype: EntityType) -> dict:
+    def field_specs(self, etype: EntityType, parent_rel: str | None = None) -> dict:
         """How each name a file may use in an ``etype`` object is read.
 
         Maps field names and their aliases to ``(field name, kind, how)``;
         ``how`` is the value converter of an attribute, the target type name
         of a many-to-one relation, or the child :class:`EntityType` of a
-        one-to-many relation.  Made once per type and reader: deriving these
-        schema facts again for every object cost more than the reading.
+        one-to-many relation.  An embedded child may not name its parent, so
+        ``parent_rel`` (the relation to the parent) is left out.  Made once
+        per type and reader: deriving these schema facts again for every
+        object cost more than the reading.
         """
-        specs = self._specs.get(etype.name)
+        specs = self._specs.get((etype.name, parent_rel))
         if specs is None:
             specs = {}
             for fname, f in etype.fields.items():
@@ -325,18 +328,20 @@ class DumpFileReader:
             for alias, fname in etype.aliases.items():
                 if fname in specs:
                     specs[alias] = specs[fname]
-            self._specs[etype.name] = specs
+            if parent_rel is not None:
+                specs = {name: spec for name, spec in specs.items() if spec[0] != parent_rel}
+            self._specs[(etype.name, parent_rel)] = specs
         return specs
 
     def _build(self, etype: EntityType, raw: RawObject, objindex, parent_rel=None,
                lookup=None) -> Entity:
         values = {}
-        specs = self._specs.get(etype.name) or self.field_specs(etype)
+        specs = self._specs.get((etype.name, parent_rel)) or self.field_specs(etype, parent_rel)
         if lookup is None:
             lookup = _index_getter(objindex)
         for name, value in raw.fields:
             spec = specs.get(name)
-            if spec is None or spec[0] == parent_rel:
+            if spec is None:
                 raise DataFileError("invalid attribute '%s' in %s" % (name, etype.instance_name),
                                     line=raw.line)
             fname, kind, how = spec
@@ -346,7 +351,10 @@ class DumpFileReader:
                                         % (etype.name, fname), line=raw.line)
                 values[fname] = how(value)
             elif kind is ONE:
-                if value.__class__ is str:
+                cls = value.__class__
+                if cls is RawRef:
+                    key = value.key
+                elif cls is str:
                     if not value:
                         continue
                     key = value
@@ -499,6 +507,19 @@ class RefCache(OrderedDict):
             obj = Entity(obj.type, {}, obj.id)
         super().__setitem__(key, obj)
         if len(self) > self.size:
+            self.popitem(last=False)
+
+    def remember(self, pairs: list):
+        """Add a list of ``(key, object)`` pairs (objects with ids), then trim.
+
+        Made for the objects a chunk created: there are many, and most are
+        never asked for again, so they go in with as little work each as
+        possible (one trim at the end, not one per key).
+        """
+        put = super().__setitem__
+        for key, obj in pairs[-self.size:]:     # the rest would be trimmed
+            put(key, Entity(obj.type, {}, obj.id) if obj.values else obj)
+        for _ in range(len(self) - self.size):
             self.popitem(last=False)
 
 

@@ -97,13 +97,16 @@ class RowBuilder:
         return out
 
     def row(self, ent, new_id, stamp, user, parent_field, parent_id, assigned, refs) -> list:
-        values = self.values_of(ent)
+        values = ent.values
+        if not self.known.issuperset(values):
+            values = self.values_of(ent)
+        get = values.get
         row = [new_id, user, stamp, user, stamp]
         append = row.append
         name = None
         try:
             for name, conv, not_null, length, default in self.attrs:
-                v = values.get(name)
+                v = get(name)
                 if v is not None:
                     v = conv(v)
                 if v is None:
@@ -125,7 +128,7 @@ class RowBuilder:
             if name == parent_field:
                 rid = parent_id
             else:
-                r = values.get(name)
+                r = get(name)
                 if r is None:
                     rid = None
                 else:
@@ -236,22 +239,27 @@ class Writer:
         A node is (entity, builder, parent field, parent id, offset, new id).
         """
         nodes, assigned = [], {}
+        add_node = nodes.append
         next_id = first_id
+        builder = self.builder
         for offset, top in enumerate(entities):
             if not isinstance(top, Entity):
                 raise ParameterError("not an Entity: %r" % (top,), offset)
-            stack = [(top, self.builder(top.type.name), None, None)]
+            stack = [(top, builder(top.type.name), None, None)]
             while stack:
                 ent, b, pfield, pid = stack.pop()
                 nid = next_id
                 next_id += 1
                 assigned[id(ent)] = nid
-                nodes.append((ent, b, pfield, pid, offset, nid))
+                add_node((ent, b, pfield, pid, offset, nid))
+                if not b.manys:
+                    continue
+                get = ent.values.get
                 for mname, mapped_by, target in b.manys:
-                    kids = ent.values.get(mname)
+                    kids = get(mname)
                     if not kids:
                         continue
-                    tb = self.builder(target)
+                    tb = builder(target)
                     for kid in reversed(kids):
                         if not isinstance(kid, Entity) or kid.type.name != target:
                             raise ParameterError("%s.%s must hold %s objects"
