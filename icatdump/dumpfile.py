@@ -273,6 +273,8 @@ class DumpFileReader:
         if key:
             if obj.type.name in self._retain:
                 self.objindex[key] = obj
+            elif type(objindex) is ChainMap:
+                objindex.maps[0][key] = obj     # what ChainMap's (Python) __setitem__ does
             else:
                 objindex[key] = obj
 
