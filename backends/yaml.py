@@ -76,13 +76,17 @@ class _Loader(SafeLoader):
 
     def resolve(self, kind, value, implicit):
         if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)
+            return _resolve(self, kind, value, implicit)
         tag = self._tags.get(value)
         if tag is None:
-            tag = super().resolve(kind, value, implicit)
+            # Unique values (names, locations) miss: keep their way short.
+            tag = _resolve(self, kind, value, implicit)
             if len(self._tags) < self.memo_size:
                 self._tags[value] = tag
         return tag
+
+
+_resolve = SafeLoader.resolve
 
 
 class YAMLDumpFileReader(DumpFileReader):
