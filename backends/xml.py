@@ -45,6 +45,10 @@ class XMLDumpFileReader(DumpFileReader):
 
     mode = "rb"
 
+    def __init__(self, client, infile):
+        super().__init__(client, infile)
+        self._tag_specs: dict[str, dict] = {}     # tag -> field_specs, {} if unknown
+
     def getdata(self):
         """Iterate over the ``<data>`` elements, each cleared after use."""
         context = etree.iterparse(self.infile, events=("end",), tag="data", **_PARSER_OPTIONS)
@@ -90,26 +94,33 @@ class XMLDumpFileReader(DumpFileReader):
         an embedded child; names the schema does not know are passed on as
         text for the base class to report.
         """
-        try:
-            etype = self.schema.by_instance_name(tag)
-        except KeyError:
-            etype = None
+        specs = self._tag_specs.get(tag)
+        if specs is None:
+            try:
+                specs = self.field_specs(self.schema.by_instance_name(tag))
+            except KeyError:
+                specs = {}
+            self._tag_specs[tag] = specs
         fields = []
+        append = fields.append
         for sub in elem:
             name = sub.tag
-            if not isinstance(name, str):
-                continue
-            f = etype.fields.get(etype.aliases.get(name, name)) if etype else None
-            if f is not None and f.kind == MANY:
-                child_tag = self.schema[f.type].instance_name
-                fields.append((name, self._object(sub, child_tag, None)))
-            elif f is not None and f.kind == ONE:
-                fields.append((name, _reference(sub)))
-            else:
-                if len(sub):
-                    raise DataFileError("unexpected elements inside <%s> of <%s>" % (name, tag),
-                                        line=sub.sourceline)
-                fields.append((name, sub.text))
+            spec = specs.get(name)
+            if spec is not None:
+                kind = spec[1]
+                if kind is MANY:
+                    append((name, self._object(sub, spec[2].instance_name, None)))
+                    continue
+                if kind is ONE:
+                    ref = sub.get("ref")
+                    append((name, RawRef(key=ref) if ref is not None else _reference(sub)))
+                    continue
+            elif name.__class__ is not str:
+                continue        # comments, PIs, entity nodes: never data
+            if len(sub):
+                raise DataFileError("unexpected elements inside <%s> of <%s>" % (name, tag),
+                                    line=sub.sourceline)
+            append((name, sub.text))
         return RawObject(tag, key, fields, elem.sourceline)
 
 

@@ -57,6 +57,38 @@ ENTITY_TYPES = (
 _RANK = {name: i for i, name in enumerate(ENTITY_TYPES)}
 
 
+class _Loader(SafeLoader):
+    """PyYAML's safe loader, remembering the implicit tags of plain scalars.
+
+    The composer asks :meth:`resolve` for every scalar, keys included, and
+    PyYAML's answer is a run of regular expressions chosen by the first
+    character.  A data file repeats the same few dozen keys (``name``,
+    ``fileSize``, ``dataset``...) on every object, so remembering the
+    answer per value (it depends on nothing else while no path resolvers
+    are registered) saves most of that work.  The memory is bounded.
+    """
+
+    memo_size = 4096
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._tags: dict[str, str] = {}
+
+    def resolve(self, kind, value, implicit):
+        if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
+            return _resolve(self, kind, value, implicit)
+        tag = self._tags.get(value)
+        if tag is None:
+            # Unique values (names, locations) miss: keep their way short.
+            tag = _resolve(self, kind, value, implicit)
+            if len(self._tags) < self.memo_size:
+                self._tags[value] = tag
+        return tag
+
+
+_resolve = SafeLoader.resolve
+
+
 class YAMLDumpFileReader(DumpFileReader):
     """Read a YAML data file one document (chunk) at a time."""
 
@@ -64,7 +96,7 @@ class YAMLDumpFileReader(DumpFileReader):
 
     def getdata(self):
         """Iterate over the documents of the file, as composed node trees."""
-        loader = SafeLoader(self.infile)
+        loader = _Loader(self.infile)
         self._loader = loader
         try:
             while True:
@@ -116,11 +148,25 @@ class YAMLDumpFileReader(DumpFileReader):
         Keys written twice are an error (PyYAML would silently keep the
         last); keys from a ``<<`` merge give way to those written out.
         """
+        pairs = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, ScalarNode):
+                raise DataFileError("mapping keys must be plain names", line=_line(knode))
+            if knode.tag == _MERGE:
+                return self._merged_pairs(node)
+            if knode.value in pairs:
+                raise DataFileError("duplicate key '%s'" % knode.value, line=_line(knode))
+            pairs[knode.value] = (knode, vnode)
+        return list(pairs.values())
+
+    def _merged_pairs(self, node: MappingNode):
+        """:meth:`_pairs` of a mapping with a ``<<`` merge key (rare: the
+        one pass over the keys of the common case does not do for them)."""
         seen = set()
         for knode, _ in node.value:
             if not isinstance(knode, ScalarNode):
                 raise DataFileError("mapping keys must be plain names", line=_line(knode))
-            if knode.tag == "tag:yaml.org,2002:merge":
+            if knode.tag == _MERGE:
                 continue
             if knode.value in seen:
                 raise DataFileError("duplicate key '%s'" % knode.value, line=_line(knode))
@@ -141,14 +187,17 @@ class YAMLDumpFileReader(DumpFileReader):
         if not isinstance(node, MappingNode):
             raise DataFileError("the definition of %s must be a mapping" % (key or tag),
                                 line=_line(node))
+        specs = self.field_specs(etype) if etype is not None else {}
         fields = []
         for knode, vnode in self._pairs(node):
             name = knode.value
-            f = etype.fields.get(etype.aliases.get(name, name)) if etype else None
-            if f is not None and f.kind == MANY and isinstance(vnode, SequenceNode):
-                ctype = self.schema[f.type]
+            spec = specs.get(name)
+            if spec is not None and spec[1] is MANY and isinstance(vnode, SequenceNode):
+                ctype = spec[2]
                 fields.append((name, [self._object(ctype, ctype.instance_name, None, item)
                                       for item in vnode.value]))
+            elif vnode.__class__ is ScalarNode and vnode.tag == _STR:
+                fields.append((name, vnode.value))      # what the constructor would give
             else:
                 try:
                     fields.append((name, self._construct(vnode)))
@@ -158,6 +207,10 @@ class YAMLDumpFileReader(DumpFileReader):
         return RawObject(tag, key, fields, line)
 
     def _construct(self, node):
+        if node.__class__ is ScalarNode and node.tag == _INT:
+            value = node.value
+            if value.isdigit() and value[0] != "0":
+                return int(value)   # plain decimal; PyYAML reads 0-prefixed ones as octal
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
@@ -168,6 +221,11 @@ class YAMLDumpFileReader(DumpFileReader):
             raise DataFileError("invalid %s value %r: %s"
                                 % (node.tag.rsplit(":", 1)[-1], node.value, exc),
                                 line=_line(node)) from None
+
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _is_null(node) -> bool:

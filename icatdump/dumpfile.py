@@ -37,8 +37,8 @@ from .client import Client, IcatError, SearchResultError
 from .entity import DataConsistencyError, Entity
 from .keys import KeyError_, is_generic
 from .query import Query, literal
-from .schema import ATTRIBUTE, ONE, EntityType
-from .types import ValueProblem, to_python
+from .schema import ATTRIBUTE, MANY, ONE, EntityType
+from .types import ValueProblem, converter
 
 
 class DataFileError(ValueError):
@@ -144,6 +144,7 @@ class DumpFileReader:
         # References resolved in the catalogue, kept across chunks: static
         # data (Facility, ParameterType, User...) is searched once per run.
         self._ref_cache = RefCache(self.cache_size)
+        self._specs: dict[tuple, dict] = {}     # see field_specs
 
     def __enter__(self):
         return self
@@ -173,24 +174,28 @@ class DumpFileReader:
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
         """
         lines = {}      # key -> line: a key defined twice would shadow the first
+        lookup = _index_getter(objindex)
         for raw in self._located(self.parse_chunk(data)):
-            if raw.key:
-                if raw.key in lines:
-                    first = lines[raw.key]
+            key = raw.key
+            if key:
+                if key in lines:
+                    first = lines[key]
                     raise DataFileError("key defined twice in the chunk%s"
                                         % (" (first on line %d)" % first if first else ""),
-                                        self.name, self.chunk_number, raw.line, raw.key)
-                lines[raw.key] = raw.line
-            obj = self.read_object(raw, objindex)
+                                        self.name, self.chunk_number, raw.line, key)
+                lines[key] = raw.line
+            obj = self.read_object(raw, objindex, lookup)
             if obj is not None:
-                yield raw.key, obj
+                yield key, obj
 
-    def read_object(self, raw: RawObject, objindex) -> Entity | None:
+    def read_object(self, raw: RawObject, objindex, lookup=None) -> Entity | None:
         """One record as :meth:`getobjs_from_data` reads it: built, or indexed
         if it is an ``<xxxRef>`` declaration (then None).
 
         A hook for tools that go on after a bad object (``icatdata check``);
         errors are :class:`DataFileError` naming file, chunk, line and key.
+        ``lookup`` is ``objindex.get`` made quick (see :func:`_index_getter`),
+        passed by a caller that reads many objects with the same index.
         """
         try:
             if raw.ref_only:
@@ -200,7 +205,8 @@ class DumpFileReader:
                     objindex[raw.key] = self._resolve_ref(
                         self._entity_type(_ref_tag(raw.tag)).name, ref, objindex)
                 return None
-            return self._build(self._entity_type(raw.tag), raw, objindex)
+            etype = self.schema.by_instance.get(raw.tag) or self._entity_type(raw.tag)
+            return self._build(etype, raw, objindex, None, lookup)
         except DataFileError as exc:
             exc.line = exc.line or raw.line
             exc.key = exc.key or raw.key
@@ -269,6 +275,8 @@ class DumpFileReader:
         if key:
             if obj.type.name in self._retain:
                 self.objindex[key] = obj
+            elif type(objindex) is ChainMap:
+                objindex.maps[0][key] = obj     # what ChainMap's (Python) __setitem__ does
             else:
                 objindex[key] = obj
 
@@ -281,10 +289,16 @@ class DumpFileReader:
         python-icat.
         """
         local = objindex.maps[0] if isinstance(objindex, ChainMap) else objindex
+        created = []
         for key, obj in local.items():
-            if obj.id is not None and key.startswith(obj.type.name + "_") \
-                    and not is_generic(key):
-                self._ref_cache[key] = obj
+            if obj.id is None:
+                continue
+            prefix = obj.type.name + "_"
+            # A generic key is the prefix and eight digits: longer keys need
+            # no regex match.
+            if key.startswith(prefix) and (len(key) > len(prefix) + 9 or not is_generic(key)):
+                created.append((key, obj))
+        self._ref_cache.remember(created)
 
     # -- building entities ------------------------------------------------------
     def _entity_type(self, tag) -> EntityType:
@@ -293,57 +307,100 @@ class DumpFileReader:
         except KeyError:
             raise DataFileError("unknown entity type '%s'" % tag) from None
 
-    def _build(self, etype: EntityType, raw: RawObject, objindex, parent_rel=None) -> Entity:
+    def field_specs(self, etype: EntityType, parent_rel: str | None = None) -> dict:
+        """How each name a file may use in an ``etype`` object is read.
+
+        Maps field names and their aliases to ``(field name, kind, how)``;
+        ``how`` is the value converter of an attribute, the target type name
+        of a many-to-one relation, or the child :class:`EntityType` of a
+        one-to-many relation.  An embedded child may not name its parent, so
+        ``parent_rel`` (the relation to the parent) is left out.  Made once
+        per type and reader: deriving these schema facts again for every
+        object cost more than the reading.
+        """
+        specs = self._specs.get((etype.name, parent_rel))
+        if specs is None:
+            specs = {}
+            for fname, f in etype.fields.items():
+                if f.kind == ATTRIBUTE:
+                    kind, how = ATTRIBUTE, converter(f, etype.name)
+                elif f.kind == ONE:
+                    kind, how = ONE, f.type
+                else:
+                    kind, how = MANY, self.schema[f.type]
+                specs[fname] = (fname, kind, how)
+            for alias, fname in etype.aliases.items():
+                if fname in specs:
+                    specs[alias] = specs[fname]
+            if parent_rel is not None:
+                specs = {name: spec for name, spec in specs.items() if spec[0] != parent_rel}
+            self._specs[(etype.name, parent_rel)] = specs
+        return specs
+
+    def _build(self, etype: EntityType, raw: RawObject, objindex, parent_rel=None,
+               lookup=None) -> Entity:
         values = {}
-        fields = etype.fields
+        specs = self._specs.get((etype.name, parent_rel)) or self.field_specs(etype, parent_rel)
+        if lookup is None:
+            lookup = _index_getter(objindex)
         for name, value in raw.fields:
-            fname = etype.aliases.get(name, name)
-            f = fields.get(fname)
-            if f is None or (parent_rel is not None and fname == parent_rel):
+            spec = specs.get(name)
+            if spec is None:
                 raise DataFileError("invalid attribute '%s' in %s" % (name, etype.instance_name),
                                     line=raw.line)
-            if f.kind == ATTRIBUTE:
-                if value.__class__ is str and f.type == "String":
-                    values[fname] = value       # the common case, nothing to convert
-                    continue
-                if isinstance(value, (RawRef, RawObject)):
+            fname, kind, how = spec
+            if kind is ATTRIBUTE:
+                if value.__class__ is not str and isinstance(value, (RawRef, RawObject)):
                     raise DataFileError("%s.%s: expected a value, got a reference or object"
                                         % (etype.name, fname), line=raw.line)
-                values[fname] = to_python(f, value, etype.name)
-            elif f.kind == ONE:
-                if value is None or value == "":
+                values[fname] = how(value)
+            elif kind is ONE:
+                cls = value.__class__
+                if cls is RawRef:
+                    key = value.key
+                elif cls is str:
+                    if not value:
+                        continue
+                    key = value
+                elif value is None:
                     continue
-                key = value if value.__class__ is str else getattr(value, "key", None)
+                else:
+                    key = getattr(value, "key", None)
                 if key is not None:
-                    # Most references name an object of the same chunk.
-                    obj = objindex.get(key) if objindex is not None else None
-                    if obj is not None and obj.type.name == f.type:
+                    # Most references name an object of the same chunk or
+                    # one found before (the order of _resolve_ref).
+                    obj = lookup(key)
+                    if obj is None:
+                        obj = self.objindex.get(key)
+                        if obj is None:
+                            obj = self._ref_cache.get(key)
+                    if obj is not None and obj.type.name == how:
                         values[fname] = obj
                         continue
                     value = RawRef(key=key)
                 if not isinstance(value, RawRef):
                     raise DataFileError("%s.%s: expected a reference to a %s"
-                                        % (etype.name, fname, f.type), line=raw.line)
-                values[fname] = self._resolve_ref(f.type, value, objindex)
+                                        % (etype.name, fname, how), line=raw.line)
+                values[fname] = self._resolve_ref(how, value, objindex, lookup)
             else:
                 children = value if isinstance(value, list) else [value]
-                child_type = self.schema[f.type]
                 built = values.setdefault(fname, [])
+                back = etype.fields[fname].mapped_by
                 for child in children:
                     if isinstance(child, dict):
-                        child = RawObject(child_type.instance_name, None, list(child.items()), raw.line)
+                        child = RawObject(how.instance_name, None, list(child.items()), raw.line)
                     if not isinstance(child, RawObject):
                         raise DataFileError("%s.%s: expected embedded %s objects"
-                                            % (etype.name, fname, child_type.instance_name),
+                                            % (etype.name, fname, how.instance_name),
                                             line=raw.line)
-                    built.append(self._build(child_type, child, objindex, f.mapped_by))
+                    built.append(self._build(how, child, objindex, back, lookup))
         return Entity(etype, values)
 
-    def _resolve_ref(self, target: str, ref: RawRef, objindex) -> Entity:
+    def _resolve_ref(self, target: str, ref: RawRef, objindex, lookup=None) -> Entity:
         """The object a reference names: chunk index, retained index, cache, catalogue."""
         if ref.key is not None:
             key = ref.key
-            obj = objindex.get(key) if objindex is not None else None
+            obj = (lookup or _index_getter(objindex))(key)
             if obj is None:
                 obj = self.objindex.get(key)
             if obj is None:
@@ -402,6 +459,30 @@ class DumpFileReader:
         return etype.name
 
 
+def _index_getter(objindex):
+    """``objindex.get``, quicker for the usual key index of a chunk.
+
+    That is a ChainMap of two dicts (the chunk's keys, then the retained
+    ones), asked once per reference; a ChainMap's ``get`` runs Python code
+    for each of its maps.
+    """
+    if objindex is None:
+        return _no_object
+    if type(objindex) is ChainMap and len(objindex.maps) == 2 \
+            and type(objindex.maps[0]) is dict and type(objindex.maps[1]) is dict:
+        first, second = objindex.maps[0].get, objindex.maps[1].get
+
+        def get(key):
+            obj = first(key)
+            return obj if obj is not None else second(key)
+        return get
+    return objindex.get
+
+
+def _no_object(key):
+    return None
+
+
 def _text_args(mode: str) -> dict:
     """Text files are UTF-8 whatever the locale says; binary ones have no encoding."""
     return {} if "b" in mode else {"encoding": "utf-8"}
@@ -429,17 +510,30 @@ class RefCache(OrderedDict):
         self.size = size
 
     def get(self, key, default=None):
-        obj = super().get(key)
-        if obj is None:
+        try:
+            self.move_to_end(key)
+        except KeyError:
             return default
-        self.move_to_end(key)
-        return obj
+        return self[key]
 
     def __setitem__(self, key, obj):
         if obj.id is not None and obj.values:
             obj = Entity(obj.type, {}, obj.id)
         super().__setitem__(key, obj)
         if len(self) > self.size:
+            self.popitem(last=False)
+
+    def remember(self, pairs: list):
+        """Add a list of ``(key, object)`` pairs (objects with ids), then trim.
+
+        Made for the objects a chunk created: there are many, and most are
+        never asked for again, so they go in with as little work each as
+        possible (one trim at the end, not one per key).
+        """
+        put = super().__setitem__
+        for key, obj in pairs[-self.size:]:     # the rest would be trimmed
+            put(key, Entity(obj.type, {}, obj.id) if obj.values else obj)
+        for _ in range(len(self) - self.size):
             self.popitem(last=False)
 
 

@@ -90,6 +90,7 @@ class Ingester:
         self.stats = IngestStats()
         self._pending: list[tuple[str | None, Entity]] = []
         self._pending_count = 0
+        self._pending_types: Counter = Counter()    # objects of the batch, by type
         # Catalogue objects matched by content in this run: (type, id).
         self._claimed: set[tuple[str, int]] = set()
         self._chunk_batches = 0
@@ -169,15 +170,15 @@ class Ingester:
                 self._use_existing(key, obj, existing)
                 return
         self._pending.append((key, obj))
-        self._pending_count += obj.count()
+        self._pending_count += _tally(obj, self._pending_types)
         if self._pending_count >= self.batch_size:
             self._flush()
 
     def _flush(self):
         if not self._pending:
             return
-        batch = self._pending
-        self._pending, self._pending_count = [], 0
+        batch, types = self._pending, self._pending_types
+        self._pending, self._pending_count, self._pending_types = [], 0, Counter()
         objs = [obj for _, obj in batch]
         try:
             self.client.create_many(objs)
@@ -190,8 +191,7 @@ class Ingester:
                 exc)) from None
         self.stats.batches += 1
         self._chunk_batches += 1
-        for obj in objs:
-            self._count(obj, self.stats.created)
+        self.stats.created.update(types)
         self._check_stop()
 
     def _raise_for_batch(self, batch, exc: IcatError):
@@ -206,11 +206,6 @@ class Ingester:
                             self.reader.chunk_number, None, key)
         err.icat_type = exc.type
         raise err from None
-
-    def _count(self, obj: Entity, counter: Counter):
-        counter[obj.type.name] += 1
-        for _, child in obj.children():
-            self._count(child, counter)
 
     # -- duplicates ---------------------------------------------------------
     def _find_existing(self, obj: Entity) -> Entity | None:
@@ -315,6 +310,22 @@ class Ingester:
             self._add(None, child)
             self._flush()
         obj.truncate_relations()
+
+
+def _tally(obj: Entity, counter: Counter) -> int:
+    """Count ``obj`` and its embedded descendants by type; return how many.
+
+    One walk gives both the batch size and the statistics.
+    """
+    counter[obj.type.name] += 1
+    n = 1
+    values = obj.values
+    for name in obj.type.manys:
+        kids = values.get(name)
+        if kids:
+            for kid in kids:
+                n += _tally(kid, counter)
+    return n
 
 
 def _canonical(f, value):

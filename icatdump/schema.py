@@ -10,7 +10,7 @@ old server comes out in that server's shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from .schema_data import ENTITIES
 
@@ -156,9 +156,9 @@ class EntityType:
         self.manys = {n: f for n, f in sorted(self.fields.items()) if f.kind == MANY}
         self.aliases = ALIASES.get(self.name, {})
 
-    @property
+    @cached_property
     def instance_name(self) -> str:
-        """The XML tag / YAML type name: ``investigationUser``."""
+        """The XML tag / YAML type name: ``investigationUser`` (asked per object read)."""
         return self.name[0].lower() + self.name[1:]
 
     @property

@@ -133,3 +133,67 @@ def to_yaml(value):
     if isinstance(value, _dt.datetime):
         return format_datetime(value)
     return str(value)
+
+
+_BOOL_WORDS = {"true": True, "false": False}
+
+
+def converter(f: Field, entity: str = "?"):
+    """A function doing :func:`to_python` for field ``f``, made once per field.
+
+    Readers convert every attribute of every object; deciding by the type
+    name each time costs more than the conversion.  Values in the form data
+    files carry (text, or the YAML scalar of the right type) take a short
+    path; anything else goes through :func:`to_python`, so the result and
+    the errors are the same.
+    """
+    t = f.type
+    if t == "String":
+        def conv(v):
+            return v if v.__class__ is str else to_python(f, v, entity)
+    elif t in ("Long", "Integer"):
+        def conv(v):
+            cls = v.__class__
+            if cls is int:
+                return v
+            if cls is str and v.isascii() and v.isdigit():
+                return int(v)
+            return to_python(f, v, entity)
+    elif t == "Double":
+        def conv(v):
+            cls = v.__class__
+            if cls is float:
+                return v
+            if cls is str:
+                try:
+                    r = float(v)
+                except ValueError:
+                    return to_python(f, v, entity)
+                if r == r:          # NaN: to_python decides whether it was meant
+                    return r
+            return to_python(f, v, entity)
+    elif t == "boolean":
+        def conv(v):
+            if v.__class__ is bool:
+                return v
+            b = _BOOL_WORDS.get(v) if v.__class__ is str else None
+            return b if b is not None else to_python(f, v, entity)
+    elif t == "Date":
+        def conv(v):
+            if v.__class__ is str:
+                try:
+                    dt = _dt.datetime.fromisoformat(v)
+                except ValueError:
+                    return to_python(f, v, entity)
+                if dt.tzinfo is UTC:
+                    return dt       # what parse_datetime makes of it, spared a copy
+            return to_python(f, v, entity)
+    elif t in ENUMS:
+        allowed = frozenset(ENUMS[t])
+
+        def conv(v):
+            return v if v.__class__ is str and v in allowed else to_python(f, v, entity)
+    else:
+        def conv(v):
+            return to_python(f, v, entity)
+    return conv

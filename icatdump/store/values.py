@@ -83,6 +83,9 @@ def writer(f: Field, entity: str):
                 v = to_python(f, v, entity)
                 if v is None:
                     return None
+            if v.tzinfo is UTC:
+                # What readers make of a file's date: no conversion needed.
+                return v.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
             return date_to_sql(v)
     elif t in ENUMS:
         allowed = frozenset(ENUMS[t])
