@@ -561,10 +561,12 @@ class Pager:
                     self.size = max(1, size // 4)
                     continue
                 page = self._split_includes(query, last)
-            if page:
+            full = len(page) >= size
+            if full:
+                # Only a full page has a next one to size; weighing is not free.
                 per_object = max(_weight(o) for o in page)
                 self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
-            return page, len(page) >= size
+            return page, full
 
     def _paged(self, query: Query, last, size: int) -> Query:
         conditions = dict(query.conditions)

@@ -111,6 +111,7 @@ class Loader:
         self.conn = conn
         self.schema = schema
         self.row_loaders: dict[str, RowLoader] = {}
+        self.trees: dict[tuple, IncludeNode] = {}
 
     def row_loader(self, etype: EntityType) -> RowLoader:
         rl = self.row_loaders.get(etype.name)
@@ -128,9 +129,21 @@ class Loader:
                 item = by_id[row[0]] = (rl.build(row), row)
             result.append(item[0])
         if include is not None:
-            tree = include_tree(self.schema, etype, var, include)
-            self.fill(tree, list(by_id.values()), budget)
+            self.fill(self.tree(etype, var, include), list(by_id.values()), budget)
         return result
+
+    def tree(self, etype: EntityType, var, include) -> IncludeNode:
+        """The include tree of a clause, built once per clause (a dump repeats
+        a few dozen clauses hundreds of times); trees are only read."""
+        key = (etype.name, var.lower(), include if include == "1" else
+               tuple((step.path.parts, step.alias) for step in include))
+        tree = self.trees.get(key)
+        if tree is None:
+            tree = include_tree(self.schema, etype, var, include)
+            if len(self.trees) >= 1000:
+                self.trees.clear()
+            self.trees[key] = tree
+        return tree
 
     def fill(self, node: IncludeNode, items: list, budget: Budget):
         """Fill the relations of ``node`` for ``items`` (pairs of Entity, row)."""
@@ -165,10 +178,16 @@ class Loader:
                 self.fill(child, children, budget)
 
     def fetch(self, rl: RowLoader, column: str, ids) -> list:
+        """Rows whose ``column`` is one of ``ids``; one id (an investigation's
+        keywords, a datafile's dataset) needs no JSON array."""
         if not ids:
             return []
-        sql = "%s WHERE %s IN (SELECT value FROM json_each(?)) ORDER BY id" % (
-            rl.select, "id" if column == "id" else q(column))
+        column = "id" if column == "id" else q(column)
+        if len(ids) == 1:
+            (one,) = ids
+            return self.conn.execute("%s WHERE %s = ? ORDER BY id" % (rl.select, column),
+                                     (one,)).fetchall()
+        sql = "%s WHERE %s IN (SELECT value FROM json_each(?)) ORDER BY id" % (rl.select, column)
         return self.conn.execute(sql, (json.dumps(list(ids)),)).fetchall()
 
 
