@@ -321,6 +321,18 @@ def test_xml_writer_layout():
     text.decode("ascii")
 
 
+def test_xml_writer_refuses_what_xml_cannot_carry():
+    """As lxml refuses it, naming the object's key."""
+    for bad in ("\x00", "a\x07b", "\x1f", "\ud800", "\uffff"):
+        rec = Record(SCHEMA["Facility"], [("name", bad)], [], [])
+        w = xml_backend.writer(client(), io.BytesIO())
+        w.startdata()
+        with pytest.raises(ValueError, match="^Facility_name-x: All strings must be XML"):
+            w.write_record("Facility_name-x", rec)
+        with pytest.raises(ValueError):
+            etree.Element("name").text = bad
+
+
 # -- YAML writer ------------------------------------------------------------------
 
 _ytext = st.one_of(
