@@ -204,7 +204,10 @@ def _text(value) -> str:
     cls = value.__class__
     if cls is int or cls is float:
         return str(value)           # digits only: nothing to escape
-    s = value if cls is str else to_text(value)
+    return _escape_text(value if cls is str else to_text(value))
+
+
+def _escape_text(s: str) -> str:
     if "&" in s or "<" in s or ">" in s or "\r" in s:
         s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
             .replace("\r", "&#13;")
@@ -229,7 +232,13 @@ def _content(out: list, tag: str, record: Record, indent: str):
     inner = indent + "  "
     out.append(">\n")
     for name, value in record.attrs:
-        out.append("%s<%s>%s</%s>\n" % (inner, name, _text(value), name))
+        # _text inlined for strings, most values: this loop runs per value.
+        if value.__class__ is str:
+            if "&" in value or "<" in value or ">" in value or "\r" in value:
+                value = _escape_text(value)
+        else:
+            value = _text(value)
+        out.append("%s<%s>%s</%s>\n" % (inner, name, value, name))
     for name, key in record.refs:
         out.append('%s<%s ref="%s"/>\n' % (inner, name, _attr(key)))
     for name, children in record.children:
