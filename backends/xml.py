@@ -238,14 +238,14 @@ def _content(out: list, tag: str, record: Record, indent: str):
                 value = _escape_text(value)
         else:
             value = _text(value)
-        out.append("%s<%s>%s</%s>\n" % (inner, name, value, name))
+        out.append(f"{inner}<{name}>{value}</{name}>\n")
     for name, key in record.refs:
-        out.append('%s<%s ref="%s"/>\n' % (inner, name, _attr(key)))
+        out.append(f'{inner}<{name} ref="{_attr(key)}"/>\n')
     for name, children in record.children:
         for child in children:
-            out.append("%s<%s" % (inner, name))
+            out.append(f"{inner}<{name}")
             _content(out, name, child, inner)
-    out.append("%s</%s>\n" % (indent, tag))
+    out.append(f"{indent}</{tag}>\n")
 
 
 reader = XMLDumpFileReader

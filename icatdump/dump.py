@@ -12,6 +12,7 @@ shape python-icat gives for a 4.4 server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator
 
 from .client import Client
@@ -33,12 +34,20 @@ class QuerySpec:
     def render(self, schema: Schema, **params) -> Query | None:
         if self.entity not in schema:
             return None
-        etype = schema[self.entity]
-        includes = [p for p in (_existing_prefix(schema, etype, p) for p in self.includes) if p]
-        order = list(self.order) if self.order is not None else natural_order(schema, etype)
+        includes, order = _adapted(schema, self.entity, self.includes, self.order)
         where = {k: v.format(**params) for k, v in self.where.items()}
         return Query(self.entity, conditions=where, order=order, includes=includes,
                      join_specs=self.join_specs)
+
+
+@lru_cache(maxsize=256)
+def _adapted(schema: Schema, entity: str, includes: tuple, order: tuple | None):
+    """A spec's includes and order for a schema; the same for every
+    investigation and dataset, so worked out once."""
+    etype = schema[entity]
+    includes = [p for p in (_existing_prefix(schema, etype, p) for p in includes) if p]
+    order = list(order) if order is not None else natural_order(schema, etype)
+    return includes, order
 
 
 def _existing_prefix(schema: Schema, etype, path: str) -> str:

@@ -838,7 +838,7 @@ class DumpFileWriter:
     def _record(self, obj, keyindex, parent_rel, memo) -> Record:
         etype = obj.type
         values = obj.values
-        attrs = [(n, values[n]) for n in etype.attrs if values.get(n) is not None]
+        attrs = [(n, v) for n in etype.attrs if (v := values.get(n)) is not None]
         refs = []
         for n in etype.ones:
             if n == parent_rel:
