@@ -167,12 +167,12 @@ class XMLDumpFileWriter(DumpFileWriter):
             self.outfile.write(b"<data>\n")
             self._in_chunk = True
         tag = record.type.instance_name
-        out = ['  <%s id="%s"' % (tag, _attr(key))]
-        _content(out, tag, record, "  ")
-        text = "".join(out)
-        if _NOT_XML.search(text):
-            raise ValueError("%s: %s" % (key, _NOT_XML_MESSAGE))
-        self.outfile.write(text.encode("ascii", "xmlcharrefreplace"))
+        try:
+            out = ['  <%s id="%s"' % (tag, _attr(key))]
+            _content(out, tag, record, "  ")
+        except ValueError as exc:   # a character XML cannot carry
+            raise ValueError("%s: %s" % (key, exc)) from None
+        self.outfile.write("".join(out).encode("ascii", "xmlcharrefreplace"))
 
     def finalize(self):
         self._close_chunk()
@@ -191,7 +191,9 @@ class XMLDumpFileWriter(DumpFileWriter):
 # elements stay on one line, an empty element is ``<x/>``, an empty text
 # ``<x></x>``; text escapes ``& < >`` and CR, attribute values also ``"``,
 # TAB and LF; output is ASCII with decimal character references; a string
-# with a character XML cannot carry is refused with lxml's message.
+# with a character XML cannot carry is refused with lxml's message.  Only
+# a string that is not ``isprintable()`` can hold one, so only those few
+# are searched (searching every object's text cost 5% of a dump).
 # tests/test_backends.py compares this with lxml's own serialization.
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -208,6 +210,8 @@ def _text(value) -> str:
 
 
 def _escape_text(s: str) -> str:
+    if not s.isprintable() and _NOT_XML.search(s):
+        raise ValueError(_NOT_XML_MESSAGE)
     if "&" in s or "<" in s or ">" in s or "\r" in s:
         s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
             .replace("\r", "&#13;")
@@ -216,6 +220,8 @@ def _escape_text(s: str) -> str:
 
 def _attr(s: str) -> str:
     """An XML attribute value (keys: ASCII letters, digits and ``=_-()`` as a rule)."""
+    if not s.isprintable() and _NOT_XML.search(s):
+        raise ValueError(_NOT_XML_MESSAGE)
     if "&" in s or "<" in s or ">" in s or '"' in s or "\r" in s or "\n" in s or "\t" in s:
         s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
             .replace('"', "&quot;").replace("\r", "&#13;").replace("\n", "&#10;") \
@@ -234,7 +240,7 @@ def _content(out: list, tag: str, record: Record, indent: str):
     for name, value in record.attrs:
         # _text inlined for strings, most values: this loop runs per value.
         if value.__class__ is str:
-            if "&" in value or "<" in value or ">" in value or "\r" in value:
+            if not value.isprintable() or "&" in value or "<" in value or ">" in value:
                 value = _escape_text(value)
         else:
             value = _text(value)
