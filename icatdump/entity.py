@@ -78,7 +78,11 @@ class Entity:
                 if related is None:
                     raise DataConsistencyError(
                         "Required relation '%s' not present in %s" % (c, self.type.name))
-                parts.append("%s-(%s)" % (c, strip_name(related.unique_key(keyindex))))
+                rkey = related.unique_key(keyindex)
+                prefix = related.type.name + "_"
+                # What strip_name does, without a regex for the usual case.
+                inner = rkey[len(prefix):] if rkey.startswith(prefix) else strip_name(rkey)
+                parts.append("%s-(%s)" % (c, inner))
             else:
                 value = self.values.get(c)
                 parts.append("%s-%s" % (c, quote(_key_text(value))))
