@@ -130,7 +130,7 @@ c = EmbeddedClient(%r)
 objs = []
 for name, queries, page in plan(c):
     for q in queries:
-        objs.extend(c.search(q))
+        objs.extend(q if isinstance(q, list) else c.search(q))
 # The file names every object and every reference by its key: the keys are
 # made here, untimed, so that what is timed serializes the same elements
 # and attributes as the dump writes (references as <name ref="KEY"/>, each
@@ -188,7 +188,7 @@ c = EmbeddedClient(%r)
 objs = []
 for name, queries, page in plan(c):
     for q in queries:
-        objs.extend(c.search(q))
+        objs.extend(q if isinstance(q, list) else c.search(q))
 def todict(o):
     d = {}
     for k, v in o.values.items():
