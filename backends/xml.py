@@ -11,14 +11,15 @@ instructions are dropped wherever they are (python-icat crashes on them).
 Writing reproduces python-icat's bytes: the XML declaration and
 ``<icatdata>`` as raw text, a pretty-printed ``<head>``, one pretty-printed
 ``<data>`` per non-empty chunk, ASCII output with numeric character
-references.  Objects are serialized as they arrive -- each one a small lxml
-tree given the whitespace that pretty-printing would add -- so a chunk is
-never held in memory as a whole.
+references.  Objects are serialized as they arrive -- each one written as
+the text lxml's pretty printer would give it -- so a chunk is never held in
+memory as a whole.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 
 from lxml import etree
 
@@ -176,13 +177,13 @@ class XMLDumpFileWriter(DumpFileWriter):
             # Opened lazily: an empty chunk leaves no trace in the file.
             self.outfile.write(b"<data>\n")
             self._in_chunk = True
+        tag = record.type.instance_name
         try:
-            elem = _element(record.type.instance_name, record, 1)
-        except ValueError as exc:   # lxml: a character XML cannot carry
+            out = ['  <%s id="%s"' % (tag, _attr(key))]
+            _content(out, tag, record, "  ")
+        except ValueError as exc:   # a character XML cannot carry
             raise ValueError("%s: %s" % (key, exc)) from None
-        elem.set("id", key)
-        elem.tail = "\n"
-        self.outfile.write(b"  " + etree.tostring(elem))
+        self.outfile.write("".join(out).encode("ascii", "xmlcharrefreplace"))
 
     def finalize(self):
         self._close_chunk()
@@ -194,29 +195,74 @@ class XMLDumpFileWriter(DumpFileWriter):
             self._in_chunk = False
 
 
-def _element(tag: str, record: Record, depth: int):
-    """An object as an element, indented as ``pretty_print`` would at ``depth``.
+# Serializing objects: the text lxml's pretty printer gives, written directly.
+# Building an lxml tree per object and serializing it cost several times what
+# the text costs.  What lxml does, and so what is done here: elements whose
+# content is only elements are indented two spaces a level, text-only
+# elements stay on one line, an empty element is ``<x/>``, an empty text
+# ``<x></x>``; text escapes ``& < >`` and CR, attribute values also ``"``,
+# TAB and LF; output is ASCII with decimal character references; a string
+# with a character XML cannot carry is refused with lxml's message.  Only
+# a string that is not ``isprintable()`` can hold one, so only those few
+# are searched (searching every object's text cost 5% of a dump).
+# tests/test_backends.py compares this with lxml's own serialization.
 
-    lxml's pretty printer indents elements whose content is only elements,
-    two spaces a level; text-only elements stay on one line.  Setting that
-    whitespace by hand lets each object be serialized on its own.
-    """
-    elem = etree.Element(tag)
-    sub = etree.SubElement
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_XML_MESSAGE = ("All strings must be XML compatible: Unicode or ASCII, "
+                    "no NULL bytes or control characters")
+
+
+def _text(value) -> str:
+    """An attribute value as element text."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return str(value)           # digits only: nothing to escape
+    return _escape_text(value if cls is str else to_text(value))
+
+
+def _escape_text(s: str) -> str:
+    if not s.isprintable() and _NOT_XML.search(s):
+        raise ValueError(_NOT_XML_MESSAGE)
+    if "&" in s or "<" in s or ">" in s or "\r" in s:
+        s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
+            .replace("\r", "&#13;")
+    return s
+
+
+def _attr(s: str) -> str:
+    """An XML attribute value (keys: ASCII letters, digits and ``=_-()`` as a rule)."""
+    if not s.isprintable() and _NOT_XML.search(s):
+        raise ValueError(_NOT_XML_MESSAGE)
+    if "&" in s or "<" in s or ">" in s or '"' in s or "\r" in s or "\n" in s or "\t" in s:
+        s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
+            .replace('"', "&quot;").replace("\r", "&#13;").replace("\n", "&#10;") \
+            .replace("\t", "&#9;")
+    return s
+
+
+def _content(out: list, tag: str, record: Record, indent: str):
+    """Append the rest of an element whose start tag (without its ``>``) is
+    already in ``out``, indented as ``pretty_print`` would at ``indent``."""
+    if not (record.attrs or record.refs or record.children):
+        out.append("/>\n")
+        return
+    inner = indent + "  "
+    out.append(">\n")
     for name, value in record.attrs:
-        sub(elem, name).text = to_text(value)
+        # _text inlined for strings, most values: this loop runs per value.
+        if value.__class__ is str:
+            if not value.isprintable() or "&" in value or "<" in value or ">" in value:
+                value = _escape_text(value)
+        else:
+            value = _text(value)
+        out.append(f"{inner}<{name}>{value}</{name}>\n")
     for name, key in record.refs:
-        sub(elem, name, ref=key)
+        out.append(f'{inner}<{name} ref="{_attr(key)}"/>\n')
     for name, children in record.children:
         for child in children:
-            elem.append(_element(name, child, depth + 1))
-    if len(elem):
-        inner = "\n" + "  " * (depth + 1)
-        elem.text = inner
-        for child in elem:
-            child.tail = inner
-        child.tail = "\n" + "  " * depth
-    return elem
+            out.append(f"{inner}<{name}")
+            _content(out, name, child, inner)
+    out.append(f"{indent}</{tag}>\n")
 
 
 reader = XMLDumpFileReader

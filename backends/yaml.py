@@ -8,8 +8,11 @@ duplicate keys be caught instead of silently overwritten.  libyaml
 (``CSafeLoader``) is used when PyYAML was built with it.
 
 Writing gives python-icat's bytes: ``yaml.dump(chunk,
-default_flow_style=False, explicit_start=True)``.  libyaml's emitter
-(``CSafeDumper``, ~6x faster) writes the same bytes except in two cases,
+default_flow_style=False, explicit_start=True)``.  Most objects are
+written as text directly (see "Writing objects directly" below): even with
+libyaml, PyYAML's representer costs more than the rest of a dump.  For
+the others, libyaml's emitter (``CSafeDumper``, ~6x faster than PyYAML's
+own) writes the same bytes except in two cases,
 found by comparing both on the example files and on random data:
 double-quoted scalars (a character outside printable ASCII, a blank at
 either end or next to a line break) long enough to wrap are folded at
@@ -321,26 +324,204 @@ def _dump(data, dumper) -> str:
 def dump_chunk(data: dict[str, dict[str, dict]]) -> str:
     """One YAML document as ``yaml.dump(data, ..., explicit_start=True)`` gives it.
 
-    Each type section is emitted in runs of objects that the same emitter
-    may write: libyaml where it is known to agree with PyYAML, PyYAML
+    Each object is written directly (:func:`_direct`) when its text is
+    certain; the others in runs of objects that the same emitter may
+    write: libyaml where it is known to agree with PyYAML, PyYAML
     otherwise (see the module docstring).
     """
     out = ["---\n"]
     for tag in sorted(data):
         objs = data[tag]
-        runs, run, run_pure = [], {}, None
+        if not objs:
+            out.append(_dump({tag: objs}, FastDumper))
+            continue
+        out.append(tag + ":\n")
+        run, run_pure = {}, None
         for key in sorted(objs):
+            text = _direct(key, objs[key])
+            if text is not None:
+                if run:
+                    out.append(_dump_run(tag, run, run_pure))
+                    run = {}
+                out.append(text)
+                continue
             pure = _needs_pure(key, objs[key])
             if run and pure != run_pure:
-                runs.append((run, run_pure))
+                out.append(_dump_run(tag, run, run_pure))
                 run = {}
             run[key], run_pure = objs[key], pure
-        runs.append((run, run_pure))
-        for i, (run, pure) in enumerate(runs):
-            text = _dump({tag: run}, PureDumper if pure else FastDumper)
-            # Every run starts with the "tag:" line; keep only the first.
-            out.append(text if i == 0 else text[text.index("\n") + 1:])
+        if run:
+            out.append(_dump_run(tag, run, run_pure))
     return "".join(out)
+
+
+def _dump_run(tag, run, pure) -> str:
+    """The entries of ``run`` under ``tag:``, without that line."""
+    text = _dump({tag: run}, PureDumper if pure else FastDumper)
+    return text[text.index("\n") + 1:]
+
+
+# Writing objects directly.  PyYAML's representer and emitter cost more
+# than everything else in a dump, so an object is written here when all its
+# scalars are of a kind whose text is certain: integers, booleans, and
+# one-line strings: printable ASCII ones plain where PyYAML's analysis
+# allows it (and its resolver reads them back as strings), single-quoted
+# otherwise; any other character makes PyYAML double-quote the string,
+# with its escapes.  All on lines short enough that PyYAML does not fold
+# them (past column 80 it breaks plain and single-quoted strings at a
+# space, double-quoted ones also after an escape).  Mapping keys must be plain; from 123 characters
+# on (128 with the ``!!str`` tag PyYAML counts) a key is written in the
+# explicit ``? key`` form, as object keys of datafiles often are.  The
+# layout is ``default_flow_style=False``: keys sorted, two spaces a level,
+# sequences of mappings at the level of their key.  Anything else goes to
+# PyYAML itself; tests/test_backends.py compares the two on random data.
+
+_PRINTABLE_LINE = re.compile(r"[\x20-\x7e]*")
+_RESOLVER = yaml.resolver.Resolver()
+_RESOLVED_FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
+_STR_TAG = "tag:yaml.org,2002:str"
+_WIDTH = 80
+
+
+#: Strings with none of the characters that can stop a plain scalar.
+_SAFE_PLAIN = re.compile(r"[A-Za-z0-9/(=_][A-Za-z0-9/()=_.+-]*")
+
+
+def _plain(s: str) -> bool:
+    """Whether PyYAML writes a printable one-line string plain in block context."""
+    if _SAFE_PLAIN.fullmatch(s):
+        return s[0] not in _RESOLVED_FIRST or \
+            _RESOLVER.resolve(ScalarNode, s, (True, False)) == _STR_TAG
+    if not s or s[0] == " " or s[-1] == " " or s[0] in "#,[]{}&*!|>'\"%@`":
+        return False
+    if s[0] in "?:-" and (len(s) == 1 or s[1] == " "):
+        return False
+    if ": " in s or s[-1] == ":" or " #" in s or s.startswith(("---", "...")):
+        return False
+    return s[0] not in _RESOLVED_FIRST or \
+        _RESOLVER.resolve(ScalarNode, s, (True, False)) == _STR_TAG
+
+
+def _scalar(value, column: int):
+    """The text of a scalar value written from ``column`` on, or None if not certain."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is not str:
+        return None
+    if _PRINTABLE_LINE.fullmatch(value):
+        text = value if _plain(value) else "'%s'" % value.replace("'", "''")
+        if column + len(text) > _WIDTH and " " in value:
+            return None
+        return text
+    if "\n" in value:
+        return None
+    text = '"%s"' % _DOUBLE_QUOTED.sub(_escape, value)
+    return text if column + len(text) <= _WIDTH else None
+
+
+#: What PyYAML escapes in a double-quoted string (without allow_unicode).
+_DOUBLE_QUOTED = re.compile('["\\\\]|[^\x20-\x7e]')
+_ESCAPES = {"\0": "0", "\x07": "a", "\x08": "b", "\t": "t", "\n": "n", "\x0b": "v",
+            "\x0c": "f", "\r": "r", "\x1b": "e", '"': '"', "\\": "\\", "\x85": "N",
+            "\xa0": "_", "\u2028": "L", "\u2029": "P"}
+
+
+def _escape(m) -> str:
+    ch = m.group()
+    short = _ESCAPES.get(ch)
+    if short is not None:
+        return "\\" + short
+    code = ord(ch)
+    if code <= 0xFF:
+        return "\\x%02X" % code
+    if code <= 0xFFFF:
+        return "\\u%04X" % code
+    return "\\U%08X" % code
+
+
+_SIMPLE_KEY_MAX = 122
+
+
+def _key_ok(key, limit=_SIMPLE_KEY_MAX) -> bool:
+    return key.__class__ is str and len(key) <= limit and \
+        _PRINTABLE_LINE.fullmatch(key) is not None and _plain(key)
+
+
+#: Field names seen as keys inside objects (a few dozen) and whether they
+#: are plain simple keys.
+_FIELD_KEYS: dict = {}
+
+
+def _field_key_ok(key) -> bool:
+    ok = _FIELD_KEYS.get(key)
+    if ok is None:
+        ok = _key_ok(key)
+        if len(_FIELD_KEYS) < 1000:
+            _FIELD_KEYS[key] = ok
+    return ok
+
+
+def _direct(key, obj) -> str | None:
+    """The entry ``key: obj`` of a type section (indented two spaces), or None."""
+    if obj.__class__ is not dict:
+        return None
+    if _key_ok(key):
+        if not obj:
+            return "  %s: {}\n" % key
+        out = ["  %s:\n" % key]
+        first = "    "
+    elif " " not in key and _key_ok(key, limit=len(key)):
+        # The explicit form; a plain key there would be folded at a space.
+        if not obj:
+            return "  ? %s\n  : {}\n" % key
+        out = ["  ? %s\n" % key]
+        first = "  : "
+    else:
+        return None
+    if not _mapping(out, obj, first, "    "):
+        return None
+    return "".join(out)
+
+
+def _mapping(out: list, d: dict, first: str, indent: str) -> bool:
+    """Append a block mapping; its first line starts with ``first``, the
+    others with ``indent``.  False if some part of it is not certain."""
+    prefix = first
+    for k in sorted(d):
+        if not _field_key_ok(k):
+            return False
+        v = d[k]
+        if v.__class__ is list:
+            if not v:
+                out.append("%s%s: []\n" % (prefix, k))
+            else:
+                out.append("%s%s:\n" % (prefix, k))
+                item_first, item_indent = indent + "- ", indent + "  "
+                for item in v:
+                    if item.__class__ is not dict:
+                        return False
+                    if not item:
+                        out.append(item_first + "{}\n")
+                    elif not _mapping(out, item, item_first, item_indent):
+                        return False
+        elif v.__class__ is dict:
+            if not v:
+                out.append("%s%s: {}\n" % (prefix, k))
+            else:
+                out.append("%s%s:\n" % (prefix, k))
+                sub = indent + "  "
+                if not _mapping(out, v, sub, sub):
+                    return False
+        else:
+            text = _scalar(v, len(prefix) + len(k) + 2)
+            if text is None:
+                return False
+            out.append("%s%s: %s\n" % (prefix, k, text))
+        prefix = indent
+    return True
 
 
 reader = YAMLDumpFileReader

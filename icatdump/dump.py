@@ -12,6 +12,7 @@ shape python-icat gives for a 4.4 server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator
 
 from .client import Client
@@ -33,12 +34,20 @@ class QuerySpec:
     def render(self, schema: Schema, **params) -> Query | None:
         if self.entity not in schema:
             return None
-        etype = schema[self.entity]
-        includes = [p for p in (_existing_prefix(schema, etype, p) for p in self.includes) if p]
-        order = list(self.order) if self.order is not None else natural_order(schema, etype)
+        includes, order = _adapted(schema, self.entity, self.includes, self.order)
         where = {k: v.format(**params) for k, v in self.where.items()}
         return Query(self.entity, conditions=where, order=order, includes=includes,
                      join_specs=self.join_specs)
+
+
+@lru_cache(maxsize=256)
+def _adapted(schema: Schema, entity: str, includes: tuple, order: tuple | None):
+    """A spec's includes and order for a schema; the same for every
+    investigation and dataset, so worked out once."""
+    etype = schema[entity]
+    includes = [p for p in (_existing_prefix(schema, etype, p) for p in includes) if p]
+    order = list(order) if order is not None else natural_order(schema, etype)
+    return includes, order
 
 
 def _existing_prefix(schema: Schema, etype, path: str) -> str:
@@ -308,9 +317,11 @@ def plan(client: Client, selection: Selection | None = None
     """Yield ``(chunk name, queries, page size)`` for each chunk of a dump.
 
     The queries of a chunk may be a generator (an investigation's datafiles
-    come as one query per dataset); with a ``selection`` (resolved), the
-    items of the chunks outside the selected investigations are lists of
-    the selected objects.
+    come as one query per dataset), and an item may be a list of objects
+    instead of a query: an investigation chunk starts with its
+    investigation, fetched along with others (see INVESTIGATION_BATCH);
+    with a ``selection`` (resolved), the items of the chunks outside the
+    selected investigations are lists of the selected objects.
     """
     schema = client.schema
     yield "auth", _chunk(client, AUTH, selection), 100
@@ -318,10 +329,13 @@ def plan(client: Client, selection: Selection | None = None
     if "FundingReference" in schema:
         yield "funding", _chunk(client, FUNDING, selection), 100
     invs = None if selection is None else selection.needed.get("Investigation", set())
-    for inv_id in ids_of(client, "Investigation", ["facility.name", "name", "visitId"]):
-        if invs is not None and inv_id not in invs:
-            continue
-        yield "investigation %d" % inv_id, _investigation(client, inv_id, selection), 100
+    inv_ids = (i for i in ids_of(client, "Investigation", ["facility.name", "name", "visitId"])
+               if invs is None or i in invs)
+    for batch in _batched(inv_ids, INVESTIGATION_BATCH):
+        found = _investigations(client, batch)
+        for inv_id in batch:
+            yield "investigation %d" % inv_id, \
+                _investigation(client, inv_id, selection, found.get(inv_id)), 100
     yield "data collections", _chunk(client, DATA_COLLECTION, selection), 100
     if "DataPublication" in schema:
         pubs = None if selection is None else selection.needed.get("DataPublication", set())
@@ -331,16 +345,42 @@ def plan(client: Client, selection: Selection | None = None
     yield "other", _chunk(client, OTHER, selection), 100
 
 
-def _investigation(client, inv_id, selection) -> Iterator:
-    """The items of one investigation's chunk (whole, or what a selection needs)."""
+#: Investigations fetched (with their INCLUDEs) by one search.  One search
+#: per investigation sent some twenty SQL statements or SOAP calls for an
+#: object and its few keywords, users and parameters; a hundred of those
+#: at a time are still small.
+INVESTIGATION_BATCH = 100
+
+
+def _batched(items, n) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _investigations(client, ids) -> dict:
+    """The investigations ``ids`` by id, loaded as the plan's query loads one."""
+    query = INVESTIGATION[0].render(client.schema, id=0)
+    query.conditions["id"] = "IN (%s)" % ", ".join(map(str, ids))
+    return {o.id: o for o in Pager(client, client.max_entities).results(query)}
+
+
+def _investigation(client, inv_id, selection, inv) -> Iterator:
+    """The items of one investigation's chunk (whole, or what a selection
+    needs); ``inv`` is the investigation itself, already fetched."""
     schema = client.schema
-    queries = _render_all(schema, INVESTIGATION[:3], id=inv_id)
+    queries = _render_all(schema, INVESTIGATION[1:3], id=inv_id)
+    yield [inv] if inv is not None else []
     if selection is None or inv_id in selection.whole:
         yield from queries
         yield from _datafile_groups(client, inv_id)
         return
-    yield queries[0]
-    for q in queries[1:]:
+    for q in queries:
         ids = selection.needed.get(q.entity)
         if ids:
             q.conditions["id"] = "IN (%s)" % ", ".join(map(str, sorted(ids)))

@@ -668,10 +668,12 @@ class Pager:
                     self.size = max(1, size // 4)
                     continue
                 page = self._split_includes(query, last)
-            if page:
+            full = len(page) >= size
+            if full:
+                # Only a full page has a next one to size; weighing is not free.
                 per_object = max(_weight(o) for o in page)
                 self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
-            return page, len(page) >= size
+            return page, full
 
     def _paged(self, query: Query, last, size: int) -> Query:
         conditions = dict(query.conditions)
@@ -723,6 +725,22 @@ def _weight(obj: Entity) -> int:
     return n
 
 
+class KeyIndex(ChainMap):
+    """A chunk's key index in front of the file's (``(BeanName, id)`` → key).
+
+    ``get`` is asked once per reference written; ChainMap's own goes
+    through ``__contains__`` and ``__getitem__`` for every map.  Keys are
+    never None, so a plain ``get`` on each map says the same.
+    """
+
+    def get(self, key, default=None):
+        for m in self.maps:
+            value = m.get(key)
+            if value is not None:
+                return value
+        return default
+
+
 class DumpFileWriter:
     """Base class of the backends that write a data file.
 
@@ -743,6 +761,8 @@ class DumpFileWriter:
     #: Search for a chunk's next group of objects in a thread while this
     #: group is written (see :meth:`writedata`).
     prefetch: bool = False
+    #: Sort keys made during one :meth:`writeobjs` (see Entity.sortkey).
+    _sort_memo: dict | None = None
 
     def __init__(self, client: Client, outfile):
         self.client = client
@@ -857,18 +877,24 @@ class DumpFileWriter:
         if isinstance(objs, (str, Query)):
             objs = self.search_all(objs, chunksize)
         local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
-        for obj in sorted(objs, key=Entity.sortkey):
-            name = obj.type.name
-            if obj.type.key_fields == ("id",):
-                n = self.idcounter[name] = self.idcounter.get(name, 0) + 1
-                key = "%s_%08d" % (name, n)
-                index = self.keyindex if name in self._retain else keyindex
-                index[(name, obj.id)] = key
-            else:
-                key = obj.unique_key(keyindex)
-            self.writeobj(key, obj, keyindex)
-            if not keep_keys and name not in self._retain:
-                local.pop((name, obj.id), None)
+        # Sort keys of shared objects are made once for the whole call
+        # (children included, see record); ``objs`` holds every object seen.
+        self._sort_memo = memo = {}
+        try:
+            for obj in sorted(objs, key=lambda o: o.sortkey(memo)):
+                name = obj.type.name
+                if obj.type.key_fields == ("id",):
+                    n = self.idcounter[name] = self.idcounter.get(name, 0) + 1
+                    key = "%s_%08d" % (name, n)
+                    index = self.keyindex if name in self._retain else keyindex
+                    index[(name, obj.id)] = key
+                else:
+                    key = obj.unique_key(keyindex)
+                self.writeobj(key, obj, keyindex)
+                if not keep_keys and name not in self._retain:
+                    local.pop((name, obj.id), None)
+        finally:
+            self._sort_memo = None
 
     def writedata(self, objs, keyindex=None, chunksize=100, forget=()):
         """Write one chunk: ``objs`` yields queries or lists of objects.
@@ -881,7 +907,7 @@ class DumpFileWriter:
         """
         self.client.refresh()
         if keyindex is None:
-            keyindex = ChainMap({}, self.keyindex)
+            keyindex = KeyIndex({}, self.keyindex)
         self.startdata()
         self._chunk_count = 0
         fetch = self._fetched_ahead if self.prefetch else self._fetched
@@ -951,22 +977,32 @@ class DumpFileWriter:
     # -- serialization helpers --------------------------------------------------
     def record(self, obj: Entity, keyindex, parent_rel: str | None = None) -> Record:
         """The :class:`Record` of an object: what a backend writes of it."""
+        memo = self._sort_memo
+        if memo is None:
+            memo = {}       # called on its own: for this object's tree only
+        return self._record(obj, keyindex, parent_rel, memo)
+
+    def _record(self, obj, keyindex, parent_rel, memo) -> Record:
         etype = obj.type
         values = obj.values
-        attrs = [(n, values[n]) for n in etype.attrs if values.get(n) is not None]
+        attrs = [(n, v) for n in etype.attrs if (v := values.get(n)) is not None]
         refs = []
-        for n, f in etype.ones.items():
+        for n in etype.ones:
             if n == parent_rel:
                 continue
             related = values.get(n)
             if related is not None:
-                refs.append((n, related.unique_key(keyindex)))
+                key = keyindex.get((related.type.name, related.id)) \
+                    if related.id is not None else None
+                refs.append((n, key or related.unique_key(keyindex)))
         children = []
         for n, f in etype.manys.items():
             items = values.get(n)
             if items:
-                ordered = sorted(items, key=Entity.sortkey)
-                children.append((n, [self.record(c, keyindex, f.mapped_by) for c in ordered]))
+                if len(items) > 1:
+                    items = sorted(items, key=lambda c: c.sortkey(memo))
+                children.append((n, [self._record(c, keyindex, f.mapped_by, memo)
+                                     for c in items]))
         return Record(etype, attrs, refs, children)
 
 

@@ -78,7 +78,11 @@ class Entity:
                 if related is None:
                     raise DataConsistencyError(
                         "Required relation '%s' not present in %s" % (c, self.type.name))
-                parts.append("%s-(%s)" % (c, strip_name(related.unique_key(keyindex))))
+                rkey = related.unique_key(keyindex)
+                prefix = related.type.name + "_"
+                # What strip_name does, without a regex for the usual case.
+                inner = rkey[len(prefix):] if rkey.startswith(prefix) else strip_name(rkey)
+                parts.append("%s-(%s)" % (c, inner))
             else:
                 value = self.values.get(c)
                 parts.append("%s-%s" % (c, quote(_key_text(value))))
@@ -89,8 +93,18 @@ class Entity:
 
     getUniqueKey = unique_key
 
-    def sortkey(self) -> list:
-        """python-icat's ``__sortkey__``: the order of objects in a dump."""
+    def sortkey(self, memo: dict | None = None) -> list:
+        """python-icat's ``__sortkey__``: the order of objects in a dump.
+
+        ``memo`` maps ``id(obj)`` to keys already made, so an object shared
+        by many (the dataset of a page of datafiles, a parameter type) is
+        keyed once.  It may only live as long as the objects it has seen:
+        one sort, while its objects are held.
+        """
+        if memo is not None:
+            key = memo.get(id(self))
+            if key is not None:
+                return key
         key = [self.type.name]
         fields = self.type.fields
         for a in self.type.sort_fields:
@@ -104,9 +118,11 @@ class Entity:
             if f.kind == ATTRIBUTE:
                 key.append("" if v is None else _key_text(v))
             elif f.kind == ONE:
-                key.append(v.sortkey() if v is not None else [])
+                key.append(v.sortkey(memo) if v is not None else [])
             else:
-                key.append(sorted(c.sortkey() for c in (v or ())))
+                key.append(sorted(c.sortkey(memo) for c in (v or ())))
+        if memo is not None:
+            memo[id(self)] = key
         return key
 
     # -- structure ------------------------------------------------------------

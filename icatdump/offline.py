@@ -111,7 +111,7 @@ class Placeholder(Entity):
 
     getUniqueKey = unique_key
 
-    def sortkey(self) -> list:
+    def sortkey(self, memo=None) -> list:
         return self._sortkey
 
 

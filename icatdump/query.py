@@ -10,6 +10,7 @@ which escapes quotes: a name containing ``'`` must not break a query.
 from __future__ import annotations
 
 import datetime as _dt
+from functools import lru_cache
 
 from .schema import ONE, MANY, EntityType, Schema
 
@@ -115,23 +116,30 @@ class Query:
                 items.append(self._path(path, aliases) + (" " + direction if direction else ""))
             parts.append("ORDER BY " + ", ".join(items))
         if self.includes:
-            inc = set()
-            for path in self.includes:
-                inc.update(_prefixes(path))
-                inc.add(path)
-            needs_alias = {p for p in inc if any(q.startswith(p + ".") for q in inc)}
-            inc_aliases = _assign_aliases(needs_alias)
-            items = []
-            for p in sorted(inc):
-                parent, _, name = p.rpartition(".")
-                item = "%s.%s" % (inc_aliases[parent] if parent else "o", name)
-                if p in needs_alias:
-                    item += " AS " + inc_aliases[p]
-                items.append(item)
-            parts.append("INCLUDE " + ", ".join(items))
+            parts.append(_include_clause(tuple(self.includes)))
         if self.limit is not None:
             parts.append("LIMIT %d, %d" % self.limit)
         return " ".join(parts)
+
+
+@lru_cache(maxsize=256)
+def _include_clause(includes: tuple) -> str:
+    """``INCLUDE ...`` for relation paths; made once per set of paths, as a
+    dump sends the same few hundreds of times."""
+    inc = set()
+    for path in includes:
+        inc.update(_prefixes(path))
+        inc.add(path)
+    needs_alias = {p for p in inc if any(q.startswith(p + ".") for q in inc)}
+    inc_aliases = _assign_aliases(needs_alias)
+    items = []
+    for p in sorted(inc):
+        parent, _, name = p.rpartition(".")
+        item = "%s.%s" % (inc_aliases[parent] if parent else "o", name)
+        if p in needs_alias:
+            item += " AS " + inc_aliases[p]
+        items.append(item)
+    return "INCLUDE " + ", ".join(items)
 
 
 def natural_order(schema: Schema, etype: EntityType, prefix: str = "") -> list[str]:

@@ -321,6 +321,18 @@ def test_xml_writer_layout():
     text.decode("ascii")
 
 
+def test_xml_writer_refuses_what_xml_cannot_carry():
+    """As lxml refuses it, naming the object's key."""
+    for bad in ("\x00", "a\x07b", "\x1f", "\ud800", "\uffff"):
+        rec = Record(SCHEMA["Facility"], [("name", bad)], [], [])
+        w = xml_backend.writer(client(), io.BytesIO())
+        w.startdata()
+        with pytest.raises(ValueError, match="^Facility_name-x: All strings must be XML"):
+            w.write_record("Facility_name-x", rec)
+        with pytest.raises(ValueError):
+            etree.Element("name").text = bad
+
+
 # -- YAML writer ------------------------------------------------------------------
 
 _ytext = st.one_of(
@@ -344,6 +356,24 @@ def test_yaml_mixed_emitters_equal_pure_pyyaml(data):
     expected = yaml.dump(data, Dumper=yaml.SafeDumper, default_flow_style=False,
                          explicit_start=True)
     assert yaml_backend.dump_chunk(data) == expected
+
+
+def test_yaml_direct_scalars_equal_pure_pyyaml():
+    """Short values of every kind the direct writer decides on its own."""
+    import random
+    rnd = random.Random(7)
+    chars = "ab Z09-_:'\"#\n\t\\,.[]{}&*!|>%@`?\u00fc\u6771\U0001F600\x85\u2028\x07\x7f" \
+            "\ufeff\xa0 /()=+~<"
+    values = ["yes", "No", "1.0", "1e3", "0x1F", "1_000", "12:30", "~", "null", "2020-01-01",
+              "<<", "=", ".inf", "-", "+1", "/x", "(a)", "a.b", "_x", "1:2:3", "---a", "...",
+              "a" * 75, "a " * 40, "\u00e9" * 20, -5, 10 ** 30, True]
+    values += ["".join(rnd.choice(chars) for _ in range(rnd.randint(0, 14)))
+               for _ in range(1500)]
+    for v in values:
+        for key in ("K", "K" * 122, "K" * 123):
+            data = {"dataset": {key: {"a": v, "parameters": [{"c": v}, {}]}}}
+            assert yaml_backend.dump_chunk(data) == yaml.dump(
+                data, Dumper=yaml.SafeDumper, default_flow_style=False, explicit_start=True), v
 
 
 def test_yaml_examples_chunks_equal_pure_pyyaml(example):

@@ -15,10 +15,9 @@ import sqlite3
 from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
 from ..schema import VERSIONS, Schema
-from . import jpql
 from .ddl import META_TABLE, PRAGMAS, meta_ddl, table_ddl
 from .loader import Budget, Loader
-from .sqlgen import translate
+from .plans import PlanCache
 from .write import Writer
 
 DEFAULT_USER = "simple/root"
@@ -91,6 +90,7 @@ class EmbeddedClient(Client):
         self.schema = Schema.for_version(self.schema_version)
         self.apiversion = self.schema_version + ".0"
         self.loader = Loader(self.conn, self.schema)
+        self.plans = PlanCache(self.schema)
         self.writer = Writer(self.conn, self.schema)
 
     # -- session ----------------------------------------------------------------
@@ -115,8 +115,7 @@ class EmbeddedClient(Client):
     # -- reading ------------------------------------------------------------------
     def search(self, query) -> list:
         """Run a JPQL query (a string or a :class:`~icatdump.query.Query`)."""
-        plan = translate(self.schema, jpql.parse(str(query)), self.user)
-        return self._run(plan)
+        return self._run(self.plans.plan(str(query), self.user))
 
     def _run(self, plan) -> list:
         budget = Budget(self._max_entities)

@@ -51,6 +51,7 @@ class Path:
 class Literal:
     value: object
     kind: str            # string, int, real, bool, ts, enum, null
+    pos: int = field(default=-1, compare=False, repr=False)   # of its token in the text
 
 
 @dataclass
@@ -458,7 +459,7 @@ class Parser:
                 self.next()
                 kind = "int" if tok.kind == "INT" else "real"
                 num = int(tok.value[1:]) if kind == "int" else float(tok.value[1:])
-                left = Binary("-", left, Literal(num, kind))
+                left = Binary("-", left, Literal(num, kind, tok.pos))
             else:
                 return left
 
@@ -488,16 +489,16 @@ class Parser:
             return e
         if tok.kind == "STR":
             self.next()
-            return Literal(tok.value, "string")
+            return Literal(tok.value, "string", tok.pos)
         if tok.kind == "INT":
             self.next()
-            return Literal(int(tok.value), "int")
+            return Literal(int(tok.value), "int", tok.pos)
         if tok.kind == "REAL":
             self.next()
-            return Literal(float(tok.value), "real")
+            return Literal(float(tok.value), "real", tok.pos)
         if tok.kind == "TS":
             self.next()
-            return Literal(tok.value, "ts")
+            return Literal(tok.value, "ts", tok.pos)
         if tok.kind == "PARAM":
             self.next()
             return Param(tok.value)

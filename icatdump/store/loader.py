@@ -111,6 +111,7 @@ class Loader:
         self.conn = conn
         self.schema = schema
         self.row_loaders: dict[str, RowLoader] = {}
+        self.trees: dict[tuple, IncludeNode] = {}
 
     def row_loader(self, etype: EntityType) -> RowLoader:
         rl = self.row_loaders.get(etype.name)
@@ -128,12 +129,30 @@ class Loader:
                 item = by_id[row[0]] = (rl.build(row), row)
             result.append(item[0])
         if include is not None:
-            tree = include_tree(self.schema, etype, var, include)
-            self.fill(tree, list(by_id.values()), budget)
+            self.fill(self.tree(etype, var, include), list(by_id.values()), budget, {})
         return result
 
-    def fill(self, node: IncludeNode, items: list, budget: Budget):
-        """Fill the relations of ``node`` for ``items`` (pairs of Entity, row)."""
+    def tree(self, etype: EntityType, var, include) -> IncludeNode:
+        """The include tree of a clause, built once per clause (a dump repeats
+        a few dozen clauses hundreds of times); trees are only read."""
+        key = (etype.name, var.lower(), include if include == "1" else
+               tuple((step.path.parts, step.alias) for step in include))
+        tree = self.trees.get(key)
+        if tree is None:
+            tree = include_tree(self.schema, etype, var, include)
+            if len(self.trees) >= 1000:
+                self.trees.clear()
+            self.trees[key] = tree
+        return tree
+
+    def fill(self, node: IncludeNode, items: list, budget: Budget, seen: dict):
+        """Fill the relations of ``node`` for ``items`` (pairs of Entity, row).
+
+        ``seen`` holds the rows this search has read by id, ``(entity name,
+        id) -> row``: many paths of one INCLUDE clause lead to the same few
+        rows (the facility of a dataset type, of a parameter type, of an
+        instrument), which are then read once.  Each path still gets its
+        own Entity objects."""
         if not items:
             return
         prl = self.row_loader(node.etype)
@@ -143,13 +162,13 @@ class Loader:
             if f.kind == ONE:
                 pos = prl.one_pos[fname]
                 ids = {row[pos] for _, row in items if row[pos] is not None}
-                rows = self.fetch(crl, "id", ids)
+                rows = self.rows_by_id(crl, ids, seen)
                 objs = {row[0]: (crl.build(row), row) for row in rows}
                 budget.spend(len(objs))
                 for ent, row in items:
                     rid = row[pos]
                     ent.values[fname] = objs[rid][0] if rid is not None and rid in objs else None
-                self.fill(child, list(objs.values()), budget)
+                self.fill(child, list(objs.values()), budget, seen)
             else:
                 pos = crl.one_pos[f.mapped_by]
                 rows = self.fetch(crl, f.mapped_by, [ent.id for ent, _ in items])
@@ -162,13 +181,34 @@ class Loader:
                     groups.setdefault(row[pos], []).append(c[0])
                 for ent, _ in items:
                     ent.values[fname] = groups.get(ent.id, [])
-                self.fill(child, children, budget)
+                self.fill(child, children, budget, seen)
+
+    def rows_by_id(self, rl: RowLoader, ids, seen: dict) -> list:
+        """The rows of ``ids``, those not in ``seen`` read (and added to it)."""
+        name = rl.etype.name
+        rows, missing = [], []
+        for i in ids:
+            row = seen.get((name, i))
+            if row is None:
+                missing.append(i)
+            else:
+                rows.append(row)
+        for row in self.fetch(rl, "id", missing):
+            seen[(name, row[0])] = row
+            rows.append(row)
+        return rows
 
     def fetch(self, rl: RowLoader, column: str, ids) -> list:
+        """Rows whose ``column`` is one of ``ids``; one id (an investigation's
+        keywords, a datafile's dataset) needs no JSON array."""
         if not ids:
             return []
-        sql = "%s WHERE %s IN (SELECT value FROM json_each(?)) ORDER BY id" % (
-            rl.select, "id" if column == "id" else q(column))
+        column = "id" if column == "id" else q(column)
+        if len(ids) == 1:
+            (one,) = ids
+            return self.conn.execute("%s WHERE %s = ? ORDER BY id" % (rl.select, column),
+                                     (one,)).fetchall()
+        sql = "%s WHERE %s IN (SELECT value FROM json_each(?)) ORDER BY id" % (rl.select, column)
         return self.conn.execute(sql, (json.dumps(list(ids)),)).fetchall()
 
 

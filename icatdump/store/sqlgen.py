@@ -69,6 +69,10 @@ class Plan:
     include: object = None
     select_var: str | None = None
     limit: tuple | None = None
+    #: Where each parameter comes from: ``(jpql.Literal, Field or None)``
+    #: -- the literal, converted for that field -- or None (``:user``,
+    #: the current time); see ``plans.py``.
+    sources: list = dc_field(default_factory=list)
 
 
 class Translator:
@@ -173,8 +177,9 @@ class Translator:
         raise ParameterError("cannot select or include through %s" % v.sql)
 
     # -- literals -------------------------------------------------------------
-    def bind(self, value) -> str:
-        self.params.append(value)
+    def bind(self, value, source=None) -> str:
+        """A parameter; ``source`` is where it comes from (see ``Plan.sources``)."""
+        self.params.append((value, source))
         return "?"
 
     def literal_value(self, lit):
@@ -191,7 +196,8 @@ class Translator:
     def bind_literal(self, lit) -> Value:
         if isinstance(lit, jpql.Literal) and lit.kind == "null":
             return Value("NULL", literal=lit)
-        return Value(self.bind(self.literal_value(lit)), literal=lit)
+        source = (lit, None) if isinstance(lit, jpql.Literal) else None
+        return Value(self.bind(self.literal_value(lit), source), literal=lit)
 
     def typed(self, node, f: Field | None) -> Value:
         """Translate ``node``; a literal is converted to the type of ``f``."""
@@ -204,7 +210,8 @@ class Translator:
                 value = literal_for(f, raw)
             except (ValueProblem, ValueError, TypeError) as exc:
                 raise ParameterError("Cannot compare %s with %r: %s" % (f.name, raw, exc))
-            return Value(self.bind(value), literal=node)
+            source = (node, f) if isinstance(node, jpql.Literal) else None
+            return Value(self.bind(value, source), literal=node)
         return self.expr(node)
 
     # -- expressions ----------------------------------------------------------
@@ -435,7 +442,8 @@ class Translator:
             sql += " LIMIT %d OFFSET %d" % (-1 if count is None else count, offset)
         if query.include is not None and select_var is None:
             raise ParameterError("INCLUDE needs a query that selects a variable")
-        return Plan(sql, params, kind, etype, converters, query.include, select_var, query.limit)
+        return Plan(sql, [v for v, _ in params], kind, etype, converters, query.include,
+                    select_var, query.limit, [s for _, s in params])
 
     def _is_entity(self, item) -> bool:
         if not isinstance(item, jpql.Path):

@@ -32,7 +32,8 @@ def date_to_sql(dt: _dt.datetime) -> str:
 
 
 def date_from_sql(text: str) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+    # The offset parsed along is cheaper than a replace() afterwards.
+    return _dt.datetime.fromisoformat(text + "+00:00")
 
 
 def now_sql() -> str:
