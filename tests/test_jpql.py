@@ -267,6 +267,19 @@ def test_parser_rejects_control_characters():
         parse("SELECT o FROM User o\tWHERE o.id = 1")
 
 
+@pytest.mark.parametrize("query", ["SELECT o FROM User o WHERE o.é = 1",
+                                   "SELECT o FROM User o WHERE o.id = ²",
+                                   "SELECT o FROM User o WHERE o.id = -²",
+                                   "SELECT o FROM User o WHERE o.id = ٣"])
+def test_parser_rejects_non_ascii_outside_strings(query):
+    """Letters and digits outside ASCII are no JPQL names or numbers: the
+    server's ParameterError, not a crash of the tokenizer."""
+    from icatdump.client import ParameterError
+    with pytest.raises(ParameterError, match="Unexpected character"):
+        parse(query)
+    assert parse("SELECT o FROM User o WHERE o.name = 'é²٣'")
+
+
 def test_expression_forms(catalogue):
     version, client, data = catalogue
     s = client.search
@@ -285,6 +298,12 @@ def test_expression_forms(catalogue):
              "Datafile df WHERE df.name = 'other.dat')") == ["e201216"]
     assert s("SELECT o.name FROM User o WHERE (o.name = 'db/acord' OR o.name = 'x') "
              "AND NOT o.fullName IS NULL") == ["db/acord"]
+    # A literal on the left of a sub-select with literals of its own: the
+    # parameters bind in the order of the SQL text.
+    assert s("SELECT o.name FROM Datafile o WHERE 'other.dat' = (SELECT MAX(d.name) "
+             "FROM Datafile d WHERE d.name <> 'zzz') AND o.name = 'other.dat'") == ["other.dat"]
+    assert s("SELECT o.name FROM Datafile o WHERE 'zzz' = (SELECT MAX(d.name) "
+             "FROM Datafile d WHERE d.name <> 'other.dat')") == []
     assert s("SELECT o.startDate FROM Dataset o WHERE o.startDate > "
              "{ts 2008-01-01 00:00:00}")[0].year == 2008
     assert len(s("SELECT o FROM Datafile o ORDER BY o.name LIMIT 1, *")) == 2

@@ -166,7 +166,7 @@ def tokenize(text: str) -> list[Token]:
     tokens, i, n = [], 0, len(text)
     while i < n:
         ch = text[i]
-        if ch == " ":
+        if ch == " ":           # ICAT's lexer skips spaces only, not tabs or newlines
             i += 1
             continue
         if ch == "'":
@@ -193,13 +193,14 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("TS", m.group(1), i))
             i = m.end()
             continue
-        if ch.isdigit() or (ch == "-" and i + 1 < n and text[i + 1].isdigit()):
+        if ch in "0123456789" or (ch == "-" and text[i + 1:i + 2].isdigit()
+                                  and text[i + 1].isascii()):
             m = _NUMBER.match(text, i)
             s = m.group(0)
             tokens.append(Token("REAL" if ("." in s or "e" in s or "E" in s) else "INT", s, i))
             i = m.end()
             continue
-        if ch.isalpha() or ch in "$_":
+        if (ch.isascii() and ch.isalpha()) or ch in "$_":
             m = _NAME.match(text, i)
             word = m.group(0)
             up = word.upper()

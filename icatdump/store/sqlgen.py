@@ -247,8 +247,14 @@ class Translator:
         lnode, rnode = left, right
         if isinstance(lnode, (jpql.Literal, jpql.Param)) and \
                 not isinstance(rnode, (jpql.Literal, jpql.Param)):
+            # The right side is translated first (it gives the type), but
+            # its parameters (a sub-select's) follow the left one's in SQL.
+            mark = len(self.params)
             r = self.expr(rnode)
+            right_params = self.params[mark:]
+            del self.params[mark:]
             l = self.typed(lnode, self.key_field(r))
+            self.params.extend(right_params)
         else:
             l = self.expr(lnode)
             r = self.typed(rnode, self.key_field(l))
