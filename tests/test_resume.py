@@ -300,10 +300,15 @@ def test_interrupted_dump_leaves_the_old_file(files, tmp_path, sig):
     while proc.poll() is None and time.monotonic() < deadline:
         parts = [p for p in outdir.iterdir() if p.name.endswith(".part")]
         if parts and parts[0].stat().st_size > 0:
+            # Frozen in the middle of writing: a dump of 3000 objects takes
+            # a fraction of a second, and must not finish in between.
+            proc.send_signal(signal.SIGSTOP)
             break
         time.sleep(0.001)
     assert proc.poll() is None, "the dump finished before it could be interrupted"
+    assert out.read_text() == "the good old dump\n", "the dump finished before it was frozen"
     proc.send_signal(sig)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert out.read_text() == "the good old dump\n"
     left = sorted(p.name for p in outdir.iterdir())

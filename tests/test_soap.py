@@ -7,9 +7,11 @@ getEntityInfo("Parameter"), secure parsing, concurrency.
 
 import datetime as dt
 import logging
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -354,7 +356,9 @@ def test_entity_info_of_every_entity_has_meta_fields():
 def test_run_server_prints_url_and_stops(tmp_path):
     path = str(tmp_path / "serve.sqlite")
     init_catalogue(path, "5.0")
-    code = ("import sys; from icatdump.soap.server import run_server; "
+    # faulthandler: if it does not stop, SIGUSR1 shows where its threads are.
+    code = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
+            "from icatdump.soap.server import run_server; "
             "run_server(sys.argv[1], '127.0.0.1', 0, {'root': 'secret'}, True)")
     proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -366,8 +370,14 @@ def test_run_server_prints_url_and_stops(tmp_path):
         c.login("simple", CRED)
         c.close()
     finally:
-        proc.send_signal(__import__("signal").SIGINT)
-        proc.wait(10)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            proc.kill()
+            pytest.fail("the server did not stop on SIGINT:\n" + proc.communicate()[1])
     assert proc.returncode == 0, proc.stderr.read()
 
 

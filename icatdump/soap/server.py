@@ -26,6 +26,7 @@ import logging
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -509,8 +510,11 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
         if not quiet:
             print("accounts: %s (authenticators simple, db); press Ctrl-C to stop"
                   % ", ".join(sorted(accounts or {"root": ""})), file=sys.stderr)
+        # Sleep, not join(timeout): a Ctrl-C that interrupts Thread.join
+        # can leave the thread's state inconsistent (CPython gh-90882), and
+        # shutdown() joins it again.
         while server.thread is not None and server.thread.is_alive():
-            server.thread.join(1.0)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
