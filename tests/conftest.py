@@ -2,10 +2,17 @@
 
 import importlib.util
 import pathlib
+import signal
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Tests send Ctrl-C (SIGINT) to the commands they start.  A suite started in
+# the background by a shell (``make test &``, nohup) inherits SIGINT as
+# ignored, and so would every command it starts: give it its usual meaning.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _load_examples_tool():
