@@ -182,7 +182,7 @@ def convert(infile, outfile, informat, outformat, schema_version, quiet):
         n = convert_file(stream, informat, outfile, outformat, schema,
                          url=header.get("service", ""), apiversion=header.get("apiversion", ""))
     if not quiet:
-        click.echo("icatdata: %d objects written to %s (%s)" % (n, outfile, outformat), err=True)
+        click.echo("icatdata: %d top-level objects written to %s (%s)" % (n, outfile, outformat), err=True)
 
 
 def _open_data(file, fmt, schema_version):
@@ -264,7 +264,7 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
         click.echo("icatdata: %s: chunk %d%s dropped: %s" % (
             name, number, ", line %d," % line if line else "", reason), err=True)
     if not quiet:
-        click.echo("icatdata: %d chunks (%d objects) written to %s (%s), %d dropped" % (
+        click.echo("icatdata: %d chunks (%d top-level objects) written to %s (%s), %d dropped" % (
             len(report.kept), report.objects, outfile, outformat, len(report.dropped)),
             err=True)
     if report.dropped:
