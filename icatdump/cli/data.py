@@ -182,7 +182,8 @@ def convert(infile, outfile, informat, outformat, schema_version, quiet):
         n = convert_file(stream, informat, outfile, outformat, schema,
                          url=header.get("service", ""), apiversion=header.get("apiversion", ""))
     if not quiet:
-        click.echo("icatdata: %d top-level objects written to %s (%s)" % (n, outfile, outformat), err=True)
+        click.echo("icatdata: %d top-level objects written to %s (%s)"
+                   % (n, outfile, outformat), err=True)
 
 
 def _open_data(file, fmt, schema_version):
