@@ -492,9 +492,7 @@ def _input_stream(path: str, mode: str):
     """Open a data file by path; a gzip-compressed one is read through."""
     from .streams import GZIP_MAGIC, GunzipStream, text_reader
     diskfile = open(path, "rb")
-    if diskfile.peek(2)[:2] != GZIP_MAGIC:
-        return diskfile if "b" in mode else io.TextIOWrapper(diskfile, encoding="utf-8")
-    stream = GunzipStream(diskfile, path)
+    stream = GunzipStream(diskfile, path) if diskfile.peek(2)[:2] == GZIP_MAGIC else diskfile
     return stream if "b" in mode else text_reader(stream)
 
 
@@ -572,8 +570,12 @@ def _partial_file(path: str) -> tuple[int, str]:
                 continue
             _output_log.warning("removed %s, the partial file of a dump that did not finish "
                                 "(process %s)", os.path.join(directory, name), pid)
-    return tempfile.mkstemp(prefix="%s%d." % (prefix, os.getpid()), suffix=".part",
-                            dir=directory)
+    try:
+        return tempfile.mkstemp(prefix="%s%d." % (prefix, os.getpid()), suffix=".part",
+                                dir=directory)
+    except OSError as exc:
+        # Name the file asked for, not the temporary name nobody knows.
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def _output_stream(fd: int, path: str, mode: str):

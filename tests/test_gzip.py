@@ -144,3 +144,13 @@ def test_failed_compressed_dump_leaves_nothing(tmp_path):
     proc = run("dump", "-w", tmp_path / "missing.sqlite", "-o", tmp_path / "d.xml.gz")
     assert proc.returncode != 0 and b"Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dump_into_a_missing_directory_names_the_file(tmp_path):
+    """The error names the file asked for, not the hidden partial file."""
+    db = tmp_path / "c.sqlite"
+    new_catalogue(db)
+    target = tmp_path / "missing" / "d.xml.gz"
+    proc = run("dump", "-q", "-w", db, "-o", target)
+    assert proc.returncode != 0
+    assert proc.stderr.decode() == "icatdump: error: %s: No such file or directory\n" % target
