@@ -17,6 +17,8 @@ Every measured command runs in its own process, so peak RSS is its own.
     python bench/run.py --sizes 1000000      # the big one (minutes)
     python bench/run.py --no-pyicat          # skip python-icat (slow at 10^5)
     python bench/run.py --sizes --big 1000000  # only the scaling dumps
+    python bench/run.py --sizes --big 1000000 --per-dataset 1000000 --no-pyicat
+                                             # ... all in one dataset
 
 Scaling dumps (``--big N``): one investigation of N datafiles (peak RSS must
 stay under 200 MiB; the file must ingest back), a grouping of 20000 members
@@ -363,15 +365,16 @@ def build_big(path, n_files: int, per_dataset: int = 10_000):
     c.close()
 
 
-def bench_big(n_files: int, pyicat: bool, pyicat_jobs: int = 1):
+def bench_big(n_files: int, pyicat: bool, pyicat_jobs: int = 1,
+              per_dataset: int = 10_000):
     from icatdump.soap.server import serve
     from icatdump.store import EmbeddedClient
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="icatdump-big-"))
     db = tmp / "big.sqlite"
-    print("\n== scaling: one investigation of %d datafiles, a grouping of 20000 users, "
-          "data collections of 5000 datafiles ==" % n_files)
+    print("\n== scaling: one investigation of %d datafiles (%d per dataset), a grouping of "
+          "20000 users, data collections of 5000 datafiles ==" % (n_files, per_dataset))
     t = time.monotonic()
-    build_big(db, n_files)
+    build_big(db, n_files, per_dataset)
     print("  built in %.0f s" % (time.monotonic() - t))
     count = n_files + 20000 * 2 + 15000 + 3 + 8
     for fmt in ("XML", "YAML"):
@@ -551,6 +554,8 @@ def main():
     p.add_argument("--no-pyicat", action="store_true", help="skip python-icat")
     p.add_argument("--no-soap", action="store_true", help="skip the SOAP measurements")
     p.add_argument("--big", type=int, metavar="N", help="scaling dumps with N datafiles")
+    p.add_argument("--per-dataset", type=int, default=10_000, metavar="M",
+                   help="datafiles per dataset in the --big catalogue (default 10000)")
     p.add_argument("--pyicat-jobs", type=int, default=1, metavar="J",
                    help="python-icat ingests of the --big file's datafile chunks side by side")
     p.add_argument("--pyicat-back", metavar="DIR", type=pathlib.Path,
@@ -561,7 +566,7 @@ def main():
     for n in a.sizes:
         bench_size(n, not a.no_pyicat, not a.no_soap)
     if a.big:
-        bench_big(a.big, not a.no_pyicat, a.pyicat_jobs)
+        bench_big(a.big, not a.no_pyicat, a.pyicat_jobs, a.per_dataset)
     if a.pyicat_back:
         tmp = a.pyicat_back.resolve()
         timed_child(DUMP % (str(tmp / "big.sqlite"), str(tmp / "big.xml"), "XML"))

@@ -27,10 +27,14 @@ import gzip
 import io
 import logging
 import os
+import queue
 import sys
 import tempfile
+import threading
 from collections import ChainMap, OrderedDict
 from dataclasses import dataclass, field
+from itertools import chain, islice
+from operator import itemgetter
 from typing import Any, Iterator
 
 from .client import Client, IcatError, SearchResultError
@@ -38,6 +42,7 @@ from .entity import DataConsistencyError, Entity
 from .keys import KeyError_, is_generic
 from .query import Query, literal
 from .schema import ATTRIBUTE, MANY, ONE, EntityType
+from .spill import SpilledRuns
 from .types import ValueProblem, converter
 
 
@@ -647,10 +652,16 @@ class Pager:
         self.size = max(1, min(self.cap, self.limit // 10))
 
     def results(self, query: Query) -> Iterator[Entity]:
+        for page in self.pages(query):
+            yield from page
+
+    def pages(self, query: Query) -> Iterator[list]:
+        """The results, one search at a time (empty pages left out)."""
         last = None
         while True:
             page, complete = self._page(query, last)
-            yield from page
+            if page:
+                yield page
             if not complete:
                 return
             last = page[-1].id
@@ -725,6 +736,34 @@ def _weight(obj: Entity) -> int:
         elif v.__class__ is list:
             n += sum(_weight(c) for c in v)
     return n
+
+
+def _keyed_alike(objs) -> bool:
+    """Whether the objects are of one type whose keys do not depend on
+    their order (a uniqueness constraint, not numbered generic keys)."""
+    etype = objs[0].type
+    return etype.key_fields != ("id",) and all(o.type is etype for o in objs)
+
+
+def _batched(items, n) -> Iterator[list]:
+    items = iter(items)
+    while True:
+        batch = list(islice(items, n))
+        if not batch:
+            return
+        yield batch
+
+
+def _plain(record: Record) -> tuple:
+    """A record as plain data (its type by name), for a spilled run."""
+    return (record.type.name, record.attrs, record.refs,
+            [(rel, [_plain(c) for c in items]) for rel, items in record.children])
+
+
+def _from_plain(plain: tuple, schema) -> Record:
+    name, attrs, refs, children = plain
+    return Record(schema[name], attrs, refs,
+                  [(rel, [_from_plain(c, schema) for c in items]) for rel, items in children])
 
 
 class KeyIndex(ChainMap):
@@ -851,15 +890,18 @@ class DumpFileWriter:
         With :attr:`chunk_size` set, a chunk that has reached it is closed
         first and the object starts a new one (see :meth:`writedata`).
         """
+        self._put(key, self.record(obj, keyindex))
+
+    def _put(self, key: str, record: Record):
         if self.chunk_size and self._chunk_count >= self.chunk_size:
             self.startdata()
             self._chunk_count = 0
-        self.write_record(key, self.record(obj, keyindex))
+        self.write_record(key, record)
         self._chunk_count += 1
         self.objects_written += 1
 
     def writeobjs(self, objs, keyindex, chunksize=100, keep_keys=True):
-        """Write the objects a query finds (or a list of objects).
+        """Write the objects a query finds (or an iterable of objects).
 
         Objects are written in python-icat's order.  Types without a
         uniqueness constraint get generic numbered keys (``Rule_00000001``),
@@ -869,15 +911,29 @@ class DumpFileWriter:
         server's ORDER BY: sortkey compares ``str()`` of values (numbers as
         text), DataCollection sorts by its children, Rule puts rules without
         a grouping first, and a server's collation may not be code point
-        order.  So all results of one call are sorted together; the dump
+        order.  So all objects of one call are sorted together; the dump
         plan keeps each call to the smallest group whose position among the
-        others is already fixed (the datafiles of one dataset), which bounds
-        memory by that group.  ``keep_keys=False``: nothing later in the
-        chunk refers to these objects, so their keys are not kept in the
-        chunk's key index (a million datafile keys would be).
+        others is already fixed (the datafiles of one dataset).  A group of
+        more than :attr:`sort_run` objects is sorted in runs spilled to disk
+        (see :mod:`icatdump.spill`), so memory is bounded by a run even for
+        a dataset of millions of datafiles.  ``keep_keys=False``: nothing
+        later in the chunk refers to these objects, so their keys are not
+        kept in the chunk's key index (a million datafile keys would be).
         """
         if isinstance(objs, (str, Query)):
-            objs = self.search_all(objs, chunksize)
+            objs = self.iter_search(objs, chunksize)
+        objs = iter(objs)
+        first = list(islice(objs, self.sort_run + 1))
+        if len(first) <= self.sort_run or not _keyed_alike(first):
+            first.extend(objs)      # small, or numbered keys: in memory
+            self._write_sorted(first, keyindex, keep_keys)
+        else:
+            self._write_merged(chain(first, objs), keyindex, keep_keys)
+
+    #: Objects of one group sorted in memory at most (see :meth:`writeobjs`).
+    sort_run = 20000
+
+    def _write_sorted(self, objs: list, keyindex, keep_keys: bool):
         local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
         # Sort keys of shared objects are made once for the whole call
         # (children included, see record); ``objs`` holds every object seen.
@@ -898,6 +954,34 @@ class DumpFileWriter:
         finally:
             self._sort_memo = None
 
+    def _write_merged(self, objs, keyindex, keep_keys: bool):
+        """:meth:`_write_sorted` for a big group of one type with unique keys.
+
+        Each run of :attr:`sort_run` objects is sorted and spilled as
+        ``(sort key, key, record)``: keys and records do not depend on the
+        order (unique keys, references as unique keys), so they are made
+        before the runs are merged, and the objects can go.
+        """
+        local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
+        with SpilledRuns() as runs:
+            for run in _batched(objs, self.sort_run):
+                self._sort_memo = memo = {}      # valid while ``run`` is held
+                try:
+                    entries = []
+                    for sortkey, obj in sorted(((o.sortkey(memo), o) for o in run),
+                                               key=itemgetter(0)):
+                        key = obj.unique_key(keyindex)
+                        entries.append((sortkey, key, _plain(self.record(obj, keyindex))))
+                        if not keep_keys and obj.type.name not in self._retain:
+                            local.pop((obj.type.name, obj.id), None)
+                finally:
+                    self._sort_memo = None
+                runs.add(entries)
+                del run, entries
+            schema = self.schema
+            for _, key, plain in runs.merged():
+                self._put(key, _from_plain(plain, schema))
+
     def writedata(self, objs, keyindex=None, chunksize=100, forget=()):
         """Write one chunk: ``objs`` yields queries or lists of objects.
 
@@ -917,46 +1001,101 @@ class DumpFileWriter:
             etype = getattr(item, "entity", None)
             self.writeobjs(found, keyindex, chunksize=chunksize, keep_keys=etype not in forget)
 
-    def _fetched(self, items, chunksize) -> Iterator[tuple[Any, list]]:
-        """Each item of a chunk (a query or a list of objects) with its objects."""
+    def _fetched(self, items, chunksize) -> Iterator[tuple[Any, Iterator[Entity]]]:
+        """Each item of a chunk (a query or a list of objects) with its
+        objects, searched for page by page as they are read."""
         for item in items:
             yield item, self._objects(item, chunksize)
 
-    def _fetched_ahead(self, items, chunksize) -> Iterator[tuple[Any, list]]:
-        """As :meth:`_fetched`, the next item searched for while this one is written.
+    def _objects(self, item, chunksize) -> Iterator[Entity]:
+        if isinstance(item, (str, Query)):
+            return self.iter_search(item, chunksize)
+        return iter(item)
+
+    def _pages(self, item, chunksize) -> Iterator[list]:
+        if isinstance(item, (str, Query)):
+            return self.iter_pages(item, chunksize)
+        return iter([item] if item else [])
+
+    #: Pages the fetching thread may hold ready (see :meth:`_fetched_ahead`).
+    prefetch_pages = 4
+
+    def _fetched_ahead(self, items, chunksize) -> Iterator[tuple[Any, Iterator[Entity]]]:
+        """As :meth:`_fetched`, the next pages searched for while these are written.
 
         Over the network a search is mostly waiting for the server, and
-        writing a group of objects is mostly computing: the two overlap.
-        Every client call (``items`` may search too: one query per dataset)
-        stays on the one fetching thread, so the client is never used from
-        two threads at once.  At most two groups are in memory.
+        writing objects is mostly computing: the two overlap.  One thread
+        iterates over ``items`` and searches (``items`` may search too: one
+        query per dataset), so the client is never used from two threads at
+        once; it runs at most :attr:`prefetch_pages` pages ahead, so memory
+        stays bounded however big a group is.
         """
-        from concurrent.futures import ThreadPoolExecutor
-        remaining = iter(items)
+        pages = queue.Queue(self.prefetch_pages)
+        stop = threading.Event()
 
-        def fetch_next():
-            for item in remaining:
-                return item, self._objects(item, chunksize)
-            return None
+        def put(message) -> bool:
+            while not stop.is_set():
+                try:
+                    pages.put(message, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
 
-        with ThreadPoolExecutor(1, thread_name_prefix="icatdump-prefetch") as pool:
-            future = pool.submit(fetch_next)
+        def produce():
+            try:
+                for item in items:
+                    if not put(("item", item)):
+                        return
+                    for page in self._pages(item, chunksize):
+                        if not put(("page", page)):
+                            return
+                    if not put(("end", None)):
+                        return
+                put(("done", None))
+            except BaseException as exc:
+                put(("error", exc))
+
+        def objects():
             while True:
-                fetched = future.result()
-                if fetched is None:
+                kind, value = pages.get()
+                if kind == "page":
+                    yield from value
+                elif kind == "end":
                     return
-                future = pool.submit(fetch_next)
-                yield fetched
+                else:
+                    raise value
 
-    def _objects(self, item, chunksize) -> list:
-        return self.search_all(item, chunksize) if isinstance(item, (str, Query)) else item
+        worker = threading.Thread(target=produce, name="icatdump-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = pages.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise value
+                found = objects()
+                yield value, found
+                # The writer reads every object of an item; if it did not,
+                # the rest of the item is skipped here.
+                for _ in found:
+                    pass
+        finally:
+            stop.set()
+            worker.join()
 
     def search_all(self, query, chunksize=100):
-        """All results of a query (python-icat's API; see :meth:`iter_search`)."""
+        """All results of a query (python-icat's API; see :meth:`iter_pages`)."""
         return list(self.iter_search(query, chunksize))
 
     def iter_search(self, query, chunksize=100) -> Iterator[Entity]:
-        """The results of a query, page by page, in id order.
+        """The results of a query, in id order (see :meth:`iter_pages`)."""
+        for page in self.iter_pages(query, chunksize):
+            yield from page
+
+    def iter_pages(self, query, chunksize=100) -> Iterator[list]:
+        """The results of a query, a page (one search) at a time.
 
         A :class:`Query` is paged by keyset (``o.id > last ORDER BY o.id``),
         so each page costs the same however deep into the results it is;
@@ -966,12 +1105,13 @@ class DumpFileWriter:
         """
         if isinstance(query, Query):
             yield from Pager(self.client,
-                             self.max_entities or self.client.max_entities).results(query)
+                             self.max_entities or self.client.max_entities).pages(query)
             return
         skip = 0
         while True:
             page = self.client.search("%s LIMIT %d, %d" % (query, skip, chunksize))
-            yield from page
+            if page:
+                yield page
             if len(page) < chunksize:
                 return
             skip += chunksize

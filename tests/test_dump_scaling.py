@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -162,6 +163,111 @@ def test_keys_of_datafiles_not_kept(new_catalogue, tmp_path):
     finally:
         DumpFileWriter.writeobjs = original
     assert max(seen) < 50
+
+
+def add_parameters(client, per_file=2):
+    """Give every datafile ``per_file`` parameters (children sorted too)."""
+    fac = client.search("SELECT o FROM Facility o")[0]
+    ptypes = [client.new("ParameterType", name="p%d" % k, units="u", valueType="NUMERIC",
+                         applicableToDatafile=True, facility=fac) for k in range(per_file)]
+    client.create_many(ptypes)
+    params = [client.new("DatafileParameter", datafile=df, type=ptype, numericValue=-i * k)
+              for i, df in enumerate(client.search("SELECT o FROM Datafile o"))
+              for k, ptype in enumerate(ptypes)]
+    client.create_many(params)
+
+
+def test_big_group_sorted_in_runs_on_disk(new_catalogue, tmp_path, monkeypatch):
+    """The datafiles of a dataset bigger than ``sort_run`` are sorted in runs
+    spilled to disk and merged: the file is byte for byte the one sorted in
+    memory, and no more than a run of objects is ever read ahead."""
+    from icatdump import spill
+    from icatdump.dumpfile import DumpFileWriter
+    client = build(new_catalogue(), members=3, datasets=2, files=500, collection=3)
+    add_parameters(client)
+    expected = {fmt: body(dump_bytes(client, tmp_path, fmt)) for fmt in ("XML", "YAML")}
+    runs = []
+    original_add = spill.SpilledRuns.add
+
+    def counted_add(self, entries):
+        entries = list(entries)
+        runs.append(len(entries))
+        original_add(self, entries)
+    monkeypatch.setattr(spill.SpilledRuns, "add", counted_add)
+    monkeypatch.setattr(DumpFileWriter, "sort_run", 37)
+    for fmt in ("XML", "YAML"):
+        runs.clear()
+        assert body(dump_bytes(client, tmp_path, fmt)) == expected[fmt]
+        # Two datasets of 500 datafiles: 14 runs each, the last one short.
+        assert runs == [37] * 13 + [19] + [37] * 13 + [19]
+
+
+def test_spilled_runs_merge_stably():
+    """Equal sort keys come out in the order of their runs (one stable sort);
+    objects shared within and between entries come back as they went in."""
+    from icatdump.spill import SpilledRuns
+    shared = ["x", "y"]
+    with SpilledRuns() as runs:
+        runs.add([(["a"], 1, "a"), (["b"], 2, shared)])
+        runs.add([(["a"], 3, ["b", "b"]), (["c"], 4, shared)])
+        runs.add([])
+        runs.add([(["a"], 5, shared), (["b"], 6, "b")])
+        assert list(runs.merged()) == [
+            (["a"], 1, "a"), (["a"], 3, ["b", "b"]), (["a"], 5, shared),
+            (["b"], 2, shared), (["b"], 6, "b"), (["c"], 4, shared)]
+
+
+def test_prefetch_streams_pages(new_catalogue, tmp_path, monkeypatch):
+    """With prefetching, a big group reaches the writer page by page: the
+    fetching thread runs at most a few pages ahead, not a whole group."""
+    from icatdump.soap.client import SoapClient
+    from icatdump.soap.server import serve
+    from icatdump.dumpfile import DumpFileWriter
+    client = build(new_catalogue(), members=3, datasets=1, files=900, collection=3)
+    expected = dump_bytes(client, tmp_path)
+    url = client.url
+    client.close()
+    monkeypatch.setattr(DumpFileWriter, "sort_run", 50)
+    monkeypatch.setattr(DumpFileWriter, "prefetch_pages", 2)
+    srv = serve(lambda: EmbeddedClient(url, max_entities=100))
+    try:
+        soap = SoapClient(srv.url)
+        soap.login("simple", {"username": "root", "password": "secret"})
+        pulled = [0]
+        searched = []
+        search = soap.search
+
+        def recorded(*args, **kwargs):
+            found = search(*args, **kwargs)
+            if str(args[0]).startswith("SELECT o FROM Datafile"):
+                searched.append((len(found), pulled[0]))
+            return found
+        soap.search = recorded
+        original_writeobjs = DumpFileWriter.writeobjs
+
+        def counted(objs):
+            for obj in objs:
+                if obj.type.name == "Datafile":
+                    pulled[0] += 1
+                    time.sleep(0.002)       # a writer slower than the searches
+                yield obj
+
+        def counting_writeobjs(self, objs, keyindex, **kw):
+            original_writeobjs(self, counted(objs), keyindex, **kw)
+        monkeypatch.setattr(DumpFileWriter, "writeobjs", counting_writeobjs)
+        got = dump_bytes(soap, tmp_path, prefetch=True)
+        soap.logout()
+    finally:
+        srv.shutdown()
+    assert body(got) == body(expected)
+    page = max(size for size, _ in searched)
+    assert sum(size for size, _ in searched) == 900 and len(searched) > 10
+    fetched = 0
+    for size, done in searched:
+        # When the thread searches again, it holds the pages queued and the
+        # one it could not queue yet: never the whole group.
+        assert fetched - done <= (2 + 1) * page
+        fetched += size
 
 
 def investigation_chunk(data: bytes, name: bytes) -> bytes:

@@ -1,0 +1,65 @@
+"""Sorting more than fits in memory: sorted runs on disk, merged back.
+
+A dump writes each group of objects (the datafiles of one dataset) in
+python-icat's order, which only a sort in Python gives (see
+``DumpFileWriter.writeobjs``).  A group too big to hold is sorted a run at a
+time; each run goes to an anonymous temporary file as pickled entries, and
+the runs are merged lazily.  Memory is then one run while sorting and one
+entry per run while merging, whatever the size of the group.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import tempfile
+from operator import itemgetter
+from typing import Iterator
+
+_first = itemgetter(0)
+
+
+class SpilledRuns:
+    """Sorted runs of ``(sort key, payload...)`` tuples kept in temporary files.
+
+    Use as a context manager, so that the files go away whatever happens.
+    """
+
+    def __init__(self):
+        self._files = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def add(self, entries):
+        """Write one run; ``entries`` must already be sorted by their first item."""
+        f = tempfile.TemporaryFile(prefix="icatdump-sort-")
+        self._files.append(f)
+        # One pickle per entry, each with its own memo: a pickler and an
+        # unpickler kept for the whole run would each hold every entry.
+        for entry in entries:
+            pickle.dump(entry, f, pickle.HIGHEST_PROTOCOL)
+        f.flush()
+
+    def merged(self) -> Iterator[tuple]:
+        """All entries of all runs in order; ties keep the order of the runs
+        (so the result is that of one stable sort)."""
+        for f in self._files:
+            f.seek(0)
+        return heapq.merge(*(_entries(f) for f in self._files), key=_first)
+
+    def close(self):
+        for f in self._files:
+            f.close()
+        self._files = []
+
+
+def _entries(f) -> Iterator[tuple]:
+    while True:
+        try:
+            yield pickle.load(f)
+        except EOFError:
+            return
