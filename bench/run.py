@@ -111,6 +111,21 @@ with open_dumpfile(c, %r, %r, "r") as r:
 print(time.monotonic() - t)
 """
 
+INGEST_AGAIN = """
+import time
+from icatdump.store import EmbeddedClient
+from icatdump.dumpfile import open_dumpfile
+from icatdump.ingest import ingest
+from icatdump.dumpfile import discover_backends
+discover_backends()
+c = EmbeddedClient(%r)
+t = time.monotonic()
+with open_dumpfile(c, %r, %r, "r") as r:
+    stats = ingest(c, r, "IGNORE")
+assert not stats.created, stats.created
+print(time.monotonic() - t)
+"""
+
 DUMP = """
 import time
 from icatdump.store import EmbeddedClient
@@ -239,6 +254,12 @@ def bench_size(n: int, pyicat: bool, soap: bool):
         t, rss = timed_child(INGEST % (str(db), str(db), str(files[fmt]), fmt))
         print("  %-4s raw parse %s %6.0f MiB | ingest %s %6.0f MiB | ratio %.2f"
               % (fmt, fmt_rate(count, raw_t), raw_rss, fmt_rate(count, t), rss, raw_t / t))
+        # Resuming means running the same ingest again: every object is
+        # then looked up, found and skipped.
+        again_t, again_rss = timed_child(INGEST_AGAIN % (str(db), str(files[fmt]), fmt))
+        print("       ingest again with --duplicate IGNORE (all found) %s %6.0f MiB | "
+              "%.2f x the first ingest's time" % (fmt_rate(count, again_t), again_rss,
+                                                  again_t / t))
 
     db = tmp / "ingest-XML.sqlite"
     print("-- dump from the embedded catalogue (baseline: raw serialization of the same objects)")
@@ -293,6 +314,13 @@ def bench_soap(xml_file, count, tmp, pyicat):
             before = sum(server.service.calls.values())
             t_dmp, rss_dmp, _ = run(dmp)
             req_dmp = sum(server.service.calls.values()) - before
+            if script_dir is None:
+                before = sum(server.service.calls.values())
+                t_again, _, _ = run(ing + ["--duplicate", "IGNORE"])
+                req_again = sum(server.service.calls.values()) - before
+                print("  icatdump    ingest again with --duplicate IGNORE (all found) %6.1f s "
+                      "%6d requests (%.2f x the first ingest's time)"
+                      % (t_again, req_again, t_again / t_ing))
         finally:
             server.shutdown()
         results[name] = (t_ing, req_ing, t_dmp, req_dmp)

@@ -675,7 +675,7 @@ class Pager:
             try:
                 page = self.client.search(self._paged(query, last, size))
             except IcatError as exc:
-                if not _too_many(exc):
+                if not too_many_results(exc):
                     raise
                 if size > 1:
                     self.size = max(1, size // 4)
@@ -722,7 +722,7 @@ class Pager:
         return page
 
 
-def _too_many(exc: IcatError) -> bool:
+def too_many_results(exc: IcatError) -> bool:
     """Whether the server refused a search for returning too many objects."""
     return exc.type == "VALIDATION" and "more than" in exc.message
 

@@ -12,7 +12,7 @@ further so that an interrupted ingest can simply be run again:
 
 * THROW: an object that exists already is an error.
 * IGNORE: the existing object is used instead (later references resolve to
-  it); its embedded children are matched one by one and created if missing.
+  it); its embedded children are matched in turn and created if missing.
 * CHECK: like IGNORE, but every attribute given in the file must equal the
   catalogue's value, else it is an error.
 * OVERWRITE: like IGNORE, but the file's attributes are written over the
@@ -27,7 +27,9 @@ investigations) the same children, compared by their attributes and
 references.  Each catalogue object is matched at most once per run, so k
 identical objects in a file stand for k objects in the catalogue.  Values
 are compared by their schema type (a YAML ``true`` equals a stored
-boolean; dates by instant).
+boolean; dates by instant).  Objects are looked up a batch at a time (see
+:meth:`Ingester._look_up_many`), and the children of the objects found a
+level at a time.
 
 Each chunk is one transaction in the embedded catalogue (all or nothing);
 with a server, each createMany batch stands on its own.  The run stops at
@@ -43,13 +45,16 @@ from collections import ChainMap, Counter
 from dataclasses import dataclass, field
 
 from .client import Client, IcatError
-from .dumpfile import DataFileError, DumpFileReader
+from .dumpfile import DataFileError, DumpFileReader, too_many_results
 from .entity import Entity
 from .query import Query, literal
 from .schema import MANY, ONE
 from .types import ValueProblem, to_python
 
 DUPLICATE_MODES = ("THROW", "IGNORE", "CHECK", "OVERWRITE")
+
+#: "Not looked up yet" (see Ingester._add).
+_UNKNOWN = object()
 
 
 @dataclass
@@ -95,6 +100,10 @@ class Ingester:
         self._claimed: set[tuple[str, int]] = set()
         self._chunk_batches = 0
         self._stop = False
+        # Objects read but not yet known to be new or existing (not THROW).
+        self._undecided: list[tuple[str | None, Entity]] = []
+        # Objects found in the catalogue whose children are still to match.
+        self._found_parents: list[Entity] = []
 
     def request_stop(self):
         """Stop at the next batch boundary (safe to call from a signal handler)."""
@@ -124,7 +133,13 @@ class Ingester:
                 objindex = ChainMap({}, reader.objindex)
                 for key, obj in reader.getobjs_from_data(chunk, objindex):
                     reader.index_object(objindex, key, obj)
-                    self._add(key, obj)
+                    if self.duplicate == "THROW":
+                        self._add(key, obj)
+                    else:
+                        self._undecided.append((key, obj))
+                        if len(self._undecided) >= self.batch_size:
+                            self._decide()
+                self._decide()
                 self._flush()
             reader.remember_created(objindex)
             self.stats.chunks += 1
@@ -162,9 +177,24 @@ class Ingester:
         return "%s; %s" % (went_in, todo)
 
     # -- batching -----------------------------------------------------------
-    def _add(self, key, obj: Entity):
+    def _decide(self):
+        """Go on with the undecided objects, in file order, each found in the
+        catalogue or not; most were looked up together (:meth:`_look_up_many`)."""
+        batch, self._undecided = self._undecided, []
+        if not batch:
+            return
+        decided = self._look_up_many([obj for _, obj in batch])
+        for key, obj in batch:
+            self._add(key, obj, decided.get(id(obj), _UNKNOWN))
+        self._descend()
+
+    def _add(self, key, obj: Entity, existing=_UNKNOWN):
+        """Queue ``obj`` for creation, or use the catalogue's object it
+        duplicates (unless THROW).  ``existing``: that object, or None if it
+        is known to be new; by default it is looked up here."""
         if self.duplicate != "THROW":
-            existing = self._find_existing(obj)
+            if existing is _UNKNOWN or existing.__class__ is _Candidates:
+                existing = self._find_existing(obj, existing)
             if existing is not None:
                 self._flush()
                 self._use_existing(key, obj, existing)
@@ -208,35 +238,170 @@ class Ingester:
         raise err from None
 
     # -- duplicates ---------------------------------------------------------
-    def _find_existing(self, obj: Entity) -> Entity | None:
+    def _look_up_many(self, objs: list[Entity]) -> dict:
+        """The catalogue's objects that ``objs`` duplicate, found together.
+
+        Re-running an ingest (to resume it) asks for every object in the file;
+        one search per object made a re-run take four times the first run.
+        Here they are looked up a batch at a time: grouped by all compared
+        fields but one, each group is one search with ``IN`` over that one
+        (the datafiles of one dataset, by name).  An object that refers to
+        another of the batch waits until that one is decided: if it is new,
+        so is this one.  Returns ``id(obj)`` -> the existing object or None
+        (new); for a type matched by content, the :class:`_Candidates` that
+        :meth:`_find_existing` chooses from in file order.  Objects left out
+        (a value a query cannot compare) are looked up one by one.
+        """
+        decided: dict[int, Entity | None] = {}
+        in_batch = {id(o) for o in objs}
+        todo = list(objs)
+        while todo:
+            ready, waiting = [], []
+            for obj in todo:
+                state = self._references_known(obj, decided, in_batch)
+                if state is None:
+                    decided[id(obj)] = None     # refers to a new object: new too
+                elif state:
+                    ready.append(obj)
+                else:
+                    waiting.append(obj)
+            if not ready:
+                if len(waiting) == len(todo):
+                    break           # waiting for objects decided one by one
+                todo = waiting
+                continue
+            self._search_together(ready, decided)
+            todo = [o for o in waiting if id(o) not in decided]
+        return decided
+
+    @staticmethod
+    def _references_known(obj: Entity, decided, in_batch) -> bool | None:
+        """Whether the objects ``obj``'s constraint refers to are in the
+        catalogue (True), one is new (None), or one is still undecided."""
+        etype = obj.type
+        for name in _compared_fields(etype):
+            if etype.fields[name].kind != ONE:
+                continue
+            ref = obj.values.get(name)
+            if ref is None or ref.id is not None:
+                continue
+            key = id(ref)
+            if key in decided:
+                found = decided[key]
+                if found is None:
+                    return None
+                if found.__class__ is _Candidates:
+                    return False    # which one it is is chosen in file order
+            elif key in in_batch:
+                return False
+            else:
+                return None     # created in this run, not yet flushed: new
+        return True
+
+    def _search_together(self, objs: list[Entity], decided: dict):
+        by_type: dict[str, list[Entity]] = {}
+        for obj in objs:
+            by_type.setdefault(obj.type.name, []).append(obj)
+        for group in by_type.values():
+            etype = group[0].type
+            compared = _compared_fields(etype)
+            exact = [etype.fields[n] for n in compared
+                     if etype.fields[n].kind != ONE and etype.fields[n].type in ("Date", "Double")]
+            others = [n for n in compared if etype.fields[n] not in exact]
+            values = {n: [self._constraint_value(o, n, decided) for o in group] for n in others}
+            spread = [(len(set(v) - {None}), n) for n, v in values.items()]
+            if not spread:
+                continue        # all compared in Python: one by one
+            varying = max(spread)[1]
+            is_ref = etype.fields[varying].kind == ONE
+            searches: dict[tuple, list[Entity]] = {}
+            for i, obj in enumerate(group):
+                if values[varying][i] is None:
+                    continue    # "IS NULL" cannot go into IN: one by one
+                fixed = []
+                for n in others:
+                    if n == varying:
+                        continue
+                    v = values[n][i]
+                    ref = etype.fields[n].kind == ONE
+                    fixed.append((n + ".id" if ref and v is not None else n,
+                                  "IS NULL" if v is None else
+                                  "= %d" % v if ref else "= " + literal(v)))
+                searches.setdefault(tuple(fixed), []).append(i)
+            # A search returns an object per member (two with the INCLUDE of
+            # a relation): parts stay well under the server's maxEntities,
+            # and one refused anyway is tried again in halves.
+            size = max(1, min(500, self.client.max_entities // (4 if is_ref else 2)))
+            parts = [members[start:start + size] for members in searches.values()
+                     for start in range(0, len(members), size)]
+            fixed_of = {i: fixed for fixed, members in searches.items() for i in members}
+            while parts:
+                part = parts.pop()
+                wanted = sorted({values[varying][i] for i in part})
+                conditions = dict(fixed_of[part[0]])
+                conditions[varying + ".id" if is_ref else varying] = "IN (%s)" % ", ".join(
+                    str(v) if is_ref else literal(v) for v in wanted)
+                try:
+                    found = self.client.search(Query(etype.name, conditions=conditions,
+                                                     includes=[varying] if is_ref else []))
+                except IcatError as exc:
+                    if len(part) == 1 or not too_many_results(exc):
+                        raise
+                    parts += [part[:len(part) // 2], part[len(part) // 2:]]
+                    continue
+                # Which result is which object's: by the values the
+                # search did not pin down, compared by schema type.
+                by_values: dict[tuple, list[Entity]] = {}
+                for c in found:
+                    v = c.values.get(varying)
+                    by_values.setdefault(self._matched(
+                        etype, varying, v.id if is_ref and v is not None else v, exact,
+                        c.values), []).append(c)
+                for i in part:
+                    obj = group[i]
+                    matches = by_values.get(self._matched(
+                        etype, varying, values[varying][i], exact, obj.values), [])
+                    if not etype.constraint:
+                        decided[id(obj)] = _Candidates(matches)
+                        continue
+                    if len(matches) > 1:
+                        raise DataFileError("%s: %d objects match in the catalogue"
+                                            % (etype.name, len(matches)))
+                    decided[id(obj)] = matches[0] if matches else None
+
+    @staticmethod
+    def _matched(etype, varying, value, exact, values) -> tuple:
+        """What tells the results of a search together apart."""
+        f = etype.fields[varying]
+        return (value if f.kind == ONE else _canonical(f, value),) + tuple(
+            _canonical(e, values.get(e.name)) for e in exact)
+
+    @staticmethod
+    def _constraint_value(obj: Entity, name: str, decided):
+        """A constraint field's value as a search compares it: an attribute's
+        value, or the id of the related object (found in the catalogue)."""
+        value = obj.values.get(name)
+        if obj.type.fields[name].kind != ONE or value is None:
+            return value
+        if value.id is not None:
+            return value.id
+        return decided[id(value)].id
+
+    def _find_existing(self, obj: Entity, found=_UNKNOWN) -> Entity | None:
         """The catalogue's object that ``obj`` duplicates, if there is one.
 
         By the uniqueness constraint, or by content for types without one
         (see the module docstring).  Dates and floats are compared in Python,
         by schema type: a JPQL timestamp literal has no fractional seconds.
+        ``found``: the catalogue's objects with the same values, if they
+        were searched for already (:meth:`_look_up_many`).
         """
         etype = obj.type
         by_content = not etype.constraint
-        fields = etype.constraint or tuple(etype.attrs) + tuple(etype.ones)
-        conditions, exact = {}, []
-        for name in fields:
-            f = etype.fields[name]
-            value = obj.values.get(name)
-            if f.kind == ONE:
-                if value is None:
-                    conditions[name] = "IS NULL"
-                elif value.id is None:
-                    return None     # refers to an object created in this run
-                else:
-                    conditions[name + ".id"] = "= %d" % value.id
-            elif value is None:
-                conditions[name] = "IS NULL"
-            elif f.type in ("Date", "Double"):
-                exact.append((f, value))
-            else:
-                conditions[name] = "= " + literal(value)
-        found = [c for c in self.client.search(Query(etype.name, conditions=conditions))
-                 if all(_same(f, v, c.values.get(f.name)) for f, v in exact)]
+        if found is _UNKNOWN:
+            found = self._search_one(obj)
+            if found is None:
+                return None     # refers to an object created in this run
         if not by_content:
             if len(found) > 1:
                 raise DataFileError("%s: %d objects match in the catalogue"
@@ -249,6 +414,30 @@ class Ingester:
             return None
         self._claimed.add((etype.name, found[0].id))
         return found[0]
+
+    def _search_one(self, obj: Entity) -> list[Entity] | None:
+        """The catalogue's objects with ``obj``'s compared values (one
+        search), or None if it refers to an object created in this run."""
+        etype = obj.type
+        conditions, exact = {}, []
+        for name in _compared_fields(etype):
+            f = etype.fields[name]
+            value = obj.values.get(name)
+            if f.kind == ONE:
+                if value is None:
+                    conditions[name] = "IS NULL"
+                elif value.id is None:
+                    return None
+                else:
+                    conditions[name + ".id"] = "= %d" % value.id
+            elif value is None:
+                conditions[name] = "IS NULL"
+            elif f.type in ("Date", "Double"):
+                exact.append((f, value))
+            else:
+                conditions[name] = "= " + literal(value)
+        return [c for c in self.client.search(Query(etype.name, conditions=conditions))
+                if all(_same(f, v, c.values.get(f.name)) for f, v in exact)]
 
     def _same_children(self, obj: Entity, candidates: list[Entity]) -> list[Entity]:
         """The candidates whose children equal ``obj``'s in every relation
@@ -304,12 +493,24 @@ class Ingester:
         else:
             self.stats.skipped[etype.name] += 1
         obj.id = existing.id
-        # Descend: embedded children are matched (or created) one by one.
-        for relname, child in list(obj.children()):
-            child.values[etype.manys[relname].mapped_by] = obj
-            self._add(None, child)
-            self._flush()
-        obj.truncate_relations()
+        self._found_parents.append(obj)     # its children: see _descend
+
+    def _descend(self):
+        """Match the embedded children of the objects found in the catalogue
+        (and create the missing ones), a level at a time: the children of
+        all those objects are looked up together."""
+        while self._found_parents:
+            parents, self._found_parents = self._found_parents, []
+            children = []
+            for parent in parents:
+                manys = parent.type.manys
+                for relname, child in parent.children():
+                    child.values[manys[relname].mapped_by] = parent
+                    children.append(child)
+                parent.truncate_relations()
+            decided = self._look_up_many(children)
+            for child in children:
+                self._add(None, child, decided.get(id(child), _UNKNOWN))
 
 
 def _tally(obj: Entity, counter: Counter) -> int:
@@ -326,6 +527,18 @@ def _tally(obj: Entity, counter: Counter) -> int:
             for kid in kids:
                 n += _tally(kid, counter)
     return n
+
+
+def _compared_fields(etype) -> tuple:
+    """The fields by which a file's object is found in the catalogue: its
+    uniqueness constraint, else (matched by content) every attribute and
+    many-to-one relation."""
+    return etype.constraint or tuple(etype.attrs) + tuple(etype.ones)
+
+
+class _Candidates(list):
+    """Catalogue objects with the same content as a file's object, found by
+    :meth:`Ingester._look_up_many`; which one it is is chosen in file order."""
 
 
 def _canonical(f, value):
