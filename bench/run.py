@@ -395,7 +395,6 @@ def build_big(path, n_files: int, per_dataset: int = 10_000):
 
 def bench_big(n_files: int, pyicat: bool, pyicat_jobs: int = 1,
               per_dataset: int = 10_000):
-    from icatdump.soap.server import serve
     from icatdump.store import EmbeddedClient
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="icatdump-big-"))
     db = tmp / "big.sqlite"
@@ -415,6 +414,16 @@ def bench_big(n_files: int, pyicat: bool, pyicat_jobs: int = 1,
     n_back = EmbeddedClient(str(back)).search("SELECT COUNT(o) FROM Datafile o")[0]
     print("  ingest back (XML) %s peak RSS %5.0f MiB, %d datafiles"
           % (fmt_rate(count, t), rss, n_back))
+    prefetch_figures(db, tmp, count)
+    if pyicat:
+        _pyicat_ingest_back(tmp, count, pyicat_jobs)
+
+
+def prefetch_figures(db, tmp, count):
+    """Dumps of catalogue ``db`` through icatdata serve with and without
+    the prefetching thread, plain and with a delay added to every search."""
+    from icatdump.soap.server import serve
+    from icatdump.store import EmbeddedClient
     print("-- dump through icatdata serve: prefetching thread vs none (same run), on the "
           "loopback and with %d ms added to every search (a server across a network)"
           % (SEARCH_DELAY * 1000))
@@ -424,12 +433,12 @@ def bench_big(n_files: int, pyicat: bool, pyicat_jobs: int = 1,
         try:
             for prefetch in (False, True):
                 t, rss = timed_child(DUMP_SOAP % (server.url, str(tmp / "soap.xml"), prefetch))
-                print("  +%2d ms  prefetch=%-5s %s %5.0f MiB"
-                      % (delay * 1000, prefetch, fmt_rate(count, t), rss))
+                same = _body(tmp / "soap.xml") == _body(tmp / "big.xml")
+                print("  +%2d ms  prefetch=%-5s %s %5.0f MiB, %s"
+                      % (delay * 1000, prefetch, fmt_rate(count, t), rss,
+                         "the same file as from the catalogue" if same else "DIFFERS"))
         finally:
             server.shutdown()
-    if pyicat:
-        _pyicat_ingest_back(tmp, count, pyicat_jobs)
 
 
 #: Seconds added to each search for the "remote server" prefetch figures.

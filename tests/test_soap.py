@@ -272,6 +272,25 @@ def test_children_carry_no_back_reference(client):
     assert inv.facility.name == "ESNF"
 
 
+def test_included_objects_shared_within_a_response(client):
+    """A related object included by many results is decoded once per
+    response and relation path (as the embedded catalogue shares it), not
+    once per result; one reached by another path is decoded on its own."""
+    populate(client)
+    files = client.search("SELECT o FROM Datafile o INCLUDE o.dataset.investigation.facility, "
+                          "o.datafileFormat.facility")
+    assert len(files) == 3
+    assert len({id(f.dataset) for f in files}) == len({f.dataset.id for f in files})
+    assert len({id(f.dataset.investigation) for f in files}) == 1
+    assert files[0].dataset.investigation.facility.name == "ESNF"
+    with_format = [f for f in files if f.datafileFormat is not None]
+    via_format = {id(f.datafileFormat.facility) for f in with_format}
+    via_dataset = {id(f.dataset.investigation.facility) for f in with_format}
+    assert len(via_format) == len(via_dataset) == 1 and via_format != via_dataset
+    again = client.search("SELECT o FROM Datafile o INCLUDE o.dataset")
+    assert {id(f.dataset) for f in again}.isdisjoint({id(f.dataset) for f in files})
+
+
 def test_empty_boolean_is_false_and_values_round_trip(client):
     data = populate(client)
     when = dt.datetime(2020, 2, 29, 12, 30, 15, 123000, tzinfo=UTC)

@@ -345,7 +345,8 @@ class SoapClient(Client):
 
     # -- operations ---------------------------------------------------------------
     def search(self, query) -> list:
-        return [codec.decode_result(el, self.schema)
+        shared = {}     # related objects included by many results: decoded once
+        return [codec.decode_result(el, self.schema, shared=shared)
                 for el in self._invoke("search", SID, str(query))]
 
     def get(self, entity: str, id: int, includes: str = "") -> Entity:

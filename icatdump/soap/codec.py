@@ -185,7 +185,8 @@ def xsi_type(elem) -> tuple[str | None, str | None]:
 
 
 def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
-                  lenient: bool = False, fill: bool = False) -> Entity:
+                  lenient: bool = False, fill: bool = False, shared: dict | None = None,
+                  _path: str = "") -> Entity:
     """Build an :class:`Entity` from a bean element.
 
     The type comes from ``xsi:type`` when present, else from ``etype`` (the
@@ -195,7 +196,11 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
     ``lenient``, a value that does not convert is kept as its text, so that
     the catalogue behind a server reports it with its own VALIDATION message.
     With ``fill``, every attribute gets a key (None when absent), as the
-    embedded catalogue's entities have.
+    embedded catalogue's entities have.  With ``shared`` (a dict kept for
+    one response), a related object reached by the same relation path is
+    decoded once and shared, as the embedded catalogue shares it: the
+    thousand datafiles of a page refer to one dataset, not a thousand
+    copies of it.
     """
     _, tname = xsi_type(elem)
     if tname is not None:
@@ -235,15 +240,35 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                     raise DecodeError(str(exc)) from None
                 values[name] = child.text
         elif f.kind == ONE:
-            values[name] = None if child.get(XSI_NIL) == "true" and len(child) == 0 \
-                else decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill)
+            if child.get(XSI_NIL) == "true" and len(child) == 0:
+                values[name] = None
+                continue
+            path = _path + "." + name
+            key = (path, _id_text(child)) if shared is not None else None
+            related = shared.get(key) if key is not None and key[1] else None
+            if related is None:
+                related = decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
+                                        shared, path)
+                if key is not None and key[1]:
+                    shared[key] = related
+            values[name] = related
         else:
             lst = values.get(name)
             if lst is None:
                 lst = values[name] = []
             if child.get(XSI_NIL) != "true":
-                lst.append(decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill))
+                lst.append(decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
+                                         shared, _path + "." + name))
     return entity
+
+
+def _id_text(elem) -> str | None:
+    """The text of a bean element's ``id`` child (the same object has the
+    same one wherever it is included)."""
+    for child in elem:
+        if isinstance(child.tag, str) and local(child.tag) == "id":
+            return (child.text or "").strip() or None
+    return None
 
 
 _INTS = {"long", "int", "short", "byte", "integer", "unsignedInt", "unsignedShort",
@@ -269,16 +294,18 @@ def decode_scalar(text: str | None, xtype: str):
     return text
 
 
-def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = True):
-    """One search result element: an Entity, a scalar or a tuple (fieldSet)."""
+def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = True,
+                  shared: dict | None = None):
+    """One search result element: an Entity, a scalar or a tuple (fieldSet);
+    ``shared``: see :func:`decode_entity`."""
     if elem.get(XSI_NIL) == "true":
         return None
     ns, tname = xsi_type(elem)
     if ns == XSD:
         return decode_scalar(elem.text, tname)
     if tname == "fieldSet":
-        return tuple(decode_result(c, schema, keep_meta, fill) for c in elem
+        return tuple(decode_result(c, schema, keep_meta, fill, shared) for c in elem
                      if isinstance(c.tag, str))
     if tname is None:
         return elem.text
-    return decode_entity(elem, schema, None, keep_meta, fill=fill)
+    return decode_entity(elem, schema, None, keep_meta, fill=fill, shared=shared)
