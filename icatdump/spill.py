@@ -35,14 +35,23 @@ class SpilledRuns:
         self.close()
 
     def add(self, entries):
-        """Write one run; ``entries`` must already be sorted by their first item."""
-        f = tempfile.TemporaryFile(prefix="icatdump-sort-")
-        self._files.append(f)
-        # One pickle per entry, each with its own memo: a pickler and an
-        # unpickler kept for the whole run would each hold every entry.
-        for entry in entries:
-            pickle.dump(entry, f, pickle.HIGHEST_PROTOCOL)
-        f.flush()
+        """Write one run; ``entries`` must already be sorted by their first item.
+
+        A full disk is reported as the place the runs go to (``TMPDIR``),
+        which an operator can change.
+        """
+        try:
+            f = tempfile.TemporaryFile(prefix="icatdump-sort-")
+            self._files.append(f)
+            # One pickle per entry, each with its own memo: a pickler and an
+            # unpickler kept for the whole run would each hold every entry.
+            for entry in entries:
+                pickle.dump(entry, f, pickle.HIGHEST_PROTOCOL)
+            f.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, "cannot keep the sorted runs of a big group of objects "
+                          "there: %s (set TMPDIR to a roomier place)" % exc.strerror,
+                          tempfile.gettempdir()) from None
 
     def merged(self) -> Iterator[tuple]:
         """All entries of all runs in order; ties keep the order of the runs

@@ -202,6 +202,35 @@ def test_big_group_sorted_in_runs_on_disk(new_catalogue, tmp_path, monkeypatch):
         assert runs == [37] * 13 + [19] + [37] * 13 + [19]
 
 
+def test_no_room_for_sorted_runs(new_catalogue, tmp_path, monkeypatch):
+    """A full disk under TMPDIR while a big group is sorted: the dump fails
+    with one line naming the place and what to do, and leaves no file."""
+    import errno
+    from icatdump import spill
+    from icatdump.cli.common import classify
+    from icatdump.dumpfile import DumpFileWriter
+    client = build(new_catalogue(), members=3, datasets=1, files=300, collection=3)
+    monkeypatch.setattr(DumpFileWriter, "sort_run", 50)
+    written = [0]
+    dump_entry = spill.pickle.dump
+
+    def filling(*args):
+        written[0] += 1
+        if written[0] > 120:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        dump_entry(*args)
+    monkeypatch.setattr(spill.pickle, "dump", filling)
+    out = tmp_path / "full.xml"
+    with pytest.raises(OSError) as info:
+        with open_dumpfile(client, str(out), "XML", "w") as writer:
+            dump(client, writer)
+    code, message = classify(info.value)
+    assert code != 0 and "\n" not in message
+    assert message.startswith(spill.tempfile.gettempdir() + ": ")
+    assert "No space left on device" in message and "TMPDIR" in message
+    assert list(tmp_path.glob("*full.xml*")) == []
+
+
 def test_spilled_runs_merge_stably():
     """Equal sort keys come out in the order of their runs (one stable sort);
     objects shared within and between entries come back as they went in."""
