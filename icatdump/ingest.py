@@ -309,9 +309,14 @@ class Ingester:
                      if etype.fields[n].kind != ONE and etype.fields[n].type in ("Date", "Double")]
             others = [n for n in compared if etype.fields[n] not in exact]
             values = {n: [self._constraint_value(o, n, decided) for o in group] for n in others}
-            spread = [(len(set(v) - {None}), n) for n, v in values.items()]
+            # IN takes the field with the most distinct values among the
+            # relations, strings and integers (a boolean or an enum value in
+            # an IN list is not plain JPQL everywhere).
+            spread = [(len(set(v) - {None}), n) for n, v in values.items()
+                      if etype.fields[n].kind == ONE
+                      or etype.fields[n].type in ("String", "Long", "Integer")]
             if not spread:
-                continue        # all compared in Python: one by one
+                continue        # nothing to search with IN: one by one
             varying = max(spread)[1]
             is_ref = etype.fields[varying].kind == ONE
             searches: dict[tuple, list[Entity]] = {}
