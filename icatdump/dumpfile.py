@@ -684,7 +684,8 @@ class Pager:
             full = len(page) >= size
             if full:
                 # Only a full page has a next one to size; weighing is not free.
-                per_object = max(_weight(o) for o in page)
+                memo = {}
+                per_object = max(_weight(o, memo) for o in page)
                 self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
             return page, full
 
@@ -727,14 +728,23 @@ def too_many_results(exc: IcatError) -> bool:
     return exc.type == "VALIDATION" and "more than" in exc.message
 
 
-def _weight(obj: Entity) -> int:
-    """Objects in ``obj``'s tree of loaded relations, shared ones repeated."""
+def _weight(obj: Entity, memo: dict) -> int:
+    """Objects in ``obj``'s tree of loaded relations, shared ones repeated.
+
+    ``memo`` (by ``id()``, for one page whose objects are held) weighs a
+    shared related object -- the dataset of a thousand datafiles -- once.
+    """
+    n = memo.get(id(obj))
+    if n is not None:
+        return n
     n = 1
     for v in obj.values.values():
         if v.__class__ is Entity:
-            n += _weight(v)
+            n += _weight(v, memo)
         elif v.__class__ is list:
-            n += sum(_weight(c) for c in v)
+            for c in v:
+                n += _weight(c, memo)
+    memo[id(obj)] = n
     return n
 
 
