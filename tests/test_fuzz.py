@@ -95,7 +95,20 @@ MUTATIONS = st.lists(st.tuples(
     st.integers(0, 1 << 20), st.integers(0, 1 << 16)), min_size=1, max_size=4)
 
 
-def ingest_bytes(fmt, data, tmp_path, empty) -> None:
+@pytest.fixture(scope="module")
+def filled_catalogues(bases, empty_catalogue, tmp_path_factory):
+    """Per format and base file: the catalogue file after ingesting it."""
+    tmp = tmp_path_factory.mktemp("filled")
+    out = {}
+    for fmt, files in bases.items():
+        out[fmt] = []
+        for data in files:
+            ingest_bytes(fmt, data, tmp, empty_catalogue)
+            out[fmt].append((tmp / "fuzz.sqlite").read_bytes())
+    return out
+
+
+def ingest_bytes(fmt, data, tmp_path, empty, mode=None) -> None:
     db = tmp_path / "fuzz.sqlite"
     for suffix in ("", "-wal", "-shm"):
         try:
@@ -108,13 +121,13 @@ def ingest_bytes(fmt, data, tmp_path, empty) -> None:
         if fmt == "yaml":
             stream = io.TextIOWrapper(stream, encoding="utf-8")
         with open_dumpfile(client, stream, fmt.upper(), "r") as reader:
-            ingest(client, reader, "IGNORE" if data[-1:] == b"\n" else "THROW")
+            ingest(client, reader, mode or ("IGNORE" if data[-1:] == b"\n" else "THROW"))
 
 
-def check(fmt, base, ops, tmp_path, empty):
+def check(fmt, base, ops, tmp_path, empty, mode=None):
     data = mutate(base, ops)
     try:
-        ingest_bytes(fmt, data, tmp_path, empty)
+        ingest_bytes(fmt, data, tmp_path, empty, mode)
     except (DataFileError, IcatError) as exc:
         text = str(exc)
         assert text and "\n" not in text.strip(), text
@@ -131,6 +144,15 @@ def test_fuzz_xml(bases, empty_catalogue, tmp_path, which, ops):
 @given(which=st.integers(0, 1), ops=MUTATIONS)
 def test_fuzz_yaml(bases, empty_catalogue, tmp_path, which, ops):
     check("yaml", bases["yaml"][which], ops, tmp_path, empty_catalogue)
+
+
+@FUZZ
+@given(fmt=st.sampled_from(["xml", "yaml"]), which=st.integers(0, 1), ops=MUTATIONS,
+       mode=st.sampled_from(["IGNORE", "CHECK", "OVERWRITE"]))
+def test_fuzz_rerun(bases, filled_catalogues, tmp_path, fmt, which, ops, mode):
+    """A mutant run again over the catalogue its original filled: the
+    objects it still has are looked up (in batches) and found."""
+    check(fmt, bases[fmt][which], ops, tmp_path, filled_catalogues[fmt][which], mode)
 
 
 def test_the_bases_ingest(bases, empty_catalogue, tmp_path):
