@@ -180,12 +180,22 @@ def add_parameters(client, per_file=2):
 def test_big_group_sorted_in_runs_on_disk(new_catalogue, tmp_path, monkeypatch):
     """The datafiles of a dataset bigger than ``sort_run`` are sorted in runs
     spilled to disk and merged: the file is byte for byte the one sorted in
-    memory, and no more than a run of objects is ever read ahead."""
+    memory (dates, floats and unicode values included)."""
+    import datetime as dt
     from icatdump import spill
     from icatdump.dumpfile import DumpFileWriter
     client = build(new_catalogue(), members=3, datasets=2, files=500, collection=3)
     add_parameters(client)
+    files = client.search("SELECT o FROM Datafile o INCLUDE 1")
+    zone = dt.timezone(dt.timedelta(hours=-5))
+    for i, df in enumerate(files[:120]):
+        df.values.update(
+            datafileCreateTime=dt.datetime(2020, 1, 1, 12, 0, i % 60, i * 1001, tzinfo=zone),
+            description="Prüfung \u2603 %d 'q' \"dq\"\t" % i, fileSize=i * 10 ** 9,
+            checksum=None if i % 3 else "")
+        client.update(df)
     expected = {fmt: body(dump_bytes(client, tmp_path, fmt)) for fmt in ("XML", "YAML")}
+    assert expected["XML"].count(b"<datafileCreateTime>2020-01-01T17:00:") == 120
     runs = []
     original_add = spill.SpilledRuns.add
 
