@@ -16,6 +16,7 @@ Every measured command runs in its own process, so peak RSS is its own.
     python bench/run.py                      # 10^4 and 10^5 objects
     python bench/run.py --sizes 1000000      # the big one (minutes)
     python bench/run.py --no-pyicat          # skip python-icat (slow at 10^5)
+    python bench/run.py --sizes 100000 --soap-dumps-only   # ours vs python-icat's dump
     python bench/run.py --sizes --big 1000000  # only the scaling dumps
     python bench/run.py --sizes --big 1000000 --per-dataset 1000000 --no-pyicat
                                              # ... all in one dataset
@@ -282,6 +283,17 @@ def bench_size(n: int, pyicat: bool, soap: bool):
         bench_soap(safe, _count_objects(safe), tmp, pyicat)
 
 
+def soap_dumps_only(n: int):
+    from bench.generate import generate
+    OUT.mkdir(parents=True, exist_ok=True)
+    print("\n== %d objects ==" % n)
+    safe = OUT / ("gen-%d-noquotes.xml" % n)
+    if not safe.exists():
+        generate(safe, "XML", n, quotes=False)
+    bench_soap_dumps(safe, _count_objects(safe),
+                     pathlib.Path(tempfile.mkdtemp(prefix="icatdump-bench-")))
+
+
 def bench_soap(xml_file, count, tmp, pyicat):
     """Ours vs python-icat against the same local SOAP server."""
     from icatdump.soap.server import serve
@@ -333,6 +345,37 @@ def bench_soap(xml_file, count, tmp, pyicat):
         print("  ratio: ingest %.1fx faster, %.1fx fewer requests; dump %.1fx faster; "
               "dumps %s" % (b[0] / a[0], b[1] / max(a[1], 1), b[2] / a[2],
                             "identical apart from the header" if same else "DIFFER"))
+
+
+def bench_soap_dumps(xml_file, count, tmp):
+    """Only the dumps of bench_soap: ours and python-icat's of one catalogue
+    (loaded by ours) behind one server -- python-icat's ingest takes most
+    of bench_soap's time at 10^5 objects."""
+    from icatdump.soap.server import serve
+    from icatdump.store import EmbeddedClient
+    print("-- dumps through icatdata serve (baseline: python-icat 1.7.0's icatdump.py)")
+    db = tmp / "soap-dumps.sqlite"
+    timed_child(INGEST % (str(db), str(db), str(xml_file), "XML"))
+    script = ROOT / ".cache" / "python-icat-1.7.0" / "src" / "scripts" / "icatdump.py"
+    server = serve(lambda: EmbeddedClient(str(db)), accounts={"root": "secret"})
+    conn = ["-w", server.url.rsplit("/ICATService", 1)[0], "-a", "simple", "-u", "root",
+            "-p", "secret", "-f", "XML", "-o"]
+    times = {}
+    try:
+        for name, cmd in (("icatdump", [sys.executable, "-m", "icatdump.cli.dump"]),
+                          ("python-icat", [sys.executable, str(script)])):
+            before = sum(server.service.calls.values())
+            t, rss, _ = run(cmd + conn + [str(tmp / ("soap-dump-%s.xml" % name))])
+            times[name] = t
+            print("  %-11s dump %6.1f s %s %6d requests %5.0f MiB"
+                  % (name, t, fmt_rate(count, t), sum(server.service.calls.values()) - before,
+                     rss))
+    finally:
+        server.shutdown()
+    same = _body(tmp / "soap-dump-icatdump.xml") == _body(tmp / "soap-dump-python-icat.xml")
+    print("  ratio: dump %.1fx faster; dumps %s" % (
+        times["python-icat"] / times["icatdump"],
+        "identical apart from the header" if same else "DIFFER"))
 
 
 def _body(path) -> list[bytes]:
@@ -591,6 +634,8 @@ def main():
     p.add_argument("--no-pyicat", action="store_true", help="skip python-icat")
     p.add_argument("--no-soap", action="store_true", help="skip the SOAP measurements")
     p.add_argument("--big", type=int, metavar="N", help="scaling dumps with N datafiles")
+    p.add_argument("--soap-dumps-only", action="store_true",
+                   help="for each size only the dumps through serve, ours and python-icat's")
     p.add_argument("--per-dataset", type=int, default=10_000, metavar="M",
                    help="datafiles per dataset in the --big catalogue (default 10000)")
     p.add_argument("--pyicat-jobs", type=int, default=1, metavar="J",
@@ -601,7 +646,10 @@ def main():
     a = p.parse_args()
     os.chdir(ROOT)
     for n in a.sizes:
-        bench_size(n, not a.no_pyicat, not a.no_soap)
+        if a.soap_dumps_only:
+            soap_dumps_only(n)
+        else:
+            bench_size(n, not a.no_pyicat, not a.no_soap)
     if a.big:
         bench_big(a.big, not a.no_pyicat, a.pyicat_jobs, a.per_dataset)
     if a.pyicat_back:
