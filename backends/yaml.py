@@ -389,15 +389,14 @@ _SAFE_PLAIN = re.compile(r"[A-Za-z0-9/(=_][A-Za-z0-9/()=_.+-]*")
 
 def _plain(s: str) -> bool:
     """Whether PyYAML writes a printable one-line string plain in block context."""
-    if _SAFE_PLAIN.fullmatch(s):
-        return s[0] not in _RESOLVED_FIRST or \
-            _RESOLVER.resolve(ScalarNode, s, (True, False)) == _STR_TAG
-    if not s or s[0] == " " or s[-1] == " " or s[0] in "#,[]{}&*!|>'\"%@`":
-        return False
-    if s[0] in "?:-" and (len(s) == 1 or s[1] == " "):
-        return False
-    if ": " in s or s[-1] == ":" or " #" in s or s.startswith(("---", "...")):
-        return False
+    if not _SAFE_PLAIN.fullmatch(s):
+        if not s or s[0] == " " or s[-1] == " " or s[0] in "#,[]{}&*!|>'\"%@`":
+            return False
+        if s[0] in "?:-" and (len(s) == 1 or s[1] == " "):
+            return False
+        if ": " in s or s[-1] == ":" or " #" in s or s.startswith(("---", "...")):
+            return False
+    # Read back as a string, not as a number, boolean, null, date...
     return s[0] not in _RESOLVED_FIRST or \
         _RESOLVER.resolve(ScalarNode, s, (True, False)) == _STR_TAG
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Iterator
 
 from .client import Client
-from .dumpfile import Pager
+from .dumpfile import Pager, batched
 from .entity import Entity
 from .query import Query, _assign_aliases, _prefixes, literal, natural_order
 from .schema import Schema
@@ -331,7 +331,7 @@ def plan(client: Client, selection: Selection | None = None
     invs = None if selection is None else selection.needed.get("Investigation", set())
     inv_ids = (i for i in ids_of(client, "Investigation", ["facility.name", "name", "visitId"])
                if invs is None or i in invs)
-    for batch in _batched(inv_ids, INVESTIGATION_BATCH):
+    for batch in batched(inv_ids, INVESTIGATION_BATCH):
         found = _investigations(client, batch)
         for inv_id in batch:
             yield "investigation %d" % inv_id, \
@@ -350,17 +350,6 @@ def plan(client: Client, selection: Selection | None = None
 #: object and its few keywords, users and parameters; a hundred of those
 #: at a time are still small.
 INVESTIGATION_BATCH = 100
-
-
-def _batched(items, n) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _investigations(client, ids) -> dict:

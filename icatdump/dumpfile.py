@@ -755,7 +755,8 @@ def _keyed_alike(objs) -> bool:
     return etype.key_fields != ("id",) and all(o.type is etype for o in objs)
 
 
-def _batched(items, n) -> Iterator[list]:
+def batched(items, n) -> Iterator[list]:
+    """Lists of ``n`` items (the last may be shorter), taken as they come."""
     items = iter(items)
     while True:
         batch = list(islice(items, n))
@@ -974,7 +975,7 @@ class DumpFileWriter:
         """
         local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
         with SpilledRuns() as runs:
-            for run in _batched(objs, self.sort_run):
+            for run in batched(objs, self.sort_run):
                 self._sort_memo = memo = {}      # valid while ``run`` is held
                 try:
                     entries = []

@@ -45,7 +45,7 @@ from collections import ChainMap, Counter
 from dataclasses import dataclass, field
 
 from .client import Client, IcatError
-from .dumpfile import DataFileError, DumpFileReader, too_many_results
+from .dumpfile import DataFileError, DumpFileReader, batched, too_many_results
 from .entity import Entity
 from .query import Query, literal
 from .schema import MANY, ONE
@@ -337,13 +337,12 @@ class Ingester:
             # a relation): parts stay well under the server's maxEntities,
             # and one refused anyway is tried again in halves.
             size = max(1, min(500, self.client.max_entities // (4 if is_ref else 2)))
-            parts = [members[start:start + size] for members in searches.values()
-                     for start in range(0, len(members), size)]
-            fixed_of = {i: fixed for fixed, members in searches.items() for i in members}
+            parts = [(fixed, part) for fixed, members in searches.items()
+                     for part in batched(members, size)]
             while parts:
-                part = parts.pop()
+                fixed, part = parts.pop()
                 wanted = sorted({values[varying][i] for i in part})
-                conditions = dict(fixed_of[part[0]])
+                conditions = dict(fixed)
                 conditions[varying + ".id" if is_ref else varying] = "IN (%s)" % ", ".join(
                     str(v) if is_ref else literal(v) for v in wanted)
                 try:
@@ -352,7 +351,8 @@ class Ingester:
                 except IcatError as exc:
                     if len(part) == 1 or not too_many_results(exc):
                         raise
-                    parts += [part[:len(part) // 2], part[len(part) // 2:]]
+                    half = len(part) // 2
+                    parts += [(fixed, part[:half]), (fixed, part[half:])]
                     continue
                 # Which result is which object's: by the values the
                 # search did not pin down, compared by schema type.
