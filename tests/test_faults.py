@@ -222,6 +222,24 @@ def test_failed_batch_says_where_to_resume(server, proxy, example, tmp_path):
     assert counts(server_db) == counts(reference)
 
 
+def test_dump_that_loses_the_server_leaves_no_file(server, proxy, example, tmp_path):
+    """The server stops answering half-way through a dump over SOAP (whose
+    searches run on the prefetching thread): one line, exit 3, no file."""
+    icatingest_url(server.url, example("icatdump-6.2.xml"))
+    proxy.faults = [("search", "pass")] * 15 + [("search", "drop")] * 5
+    out = tmp_path / "out" / "dump.xml"
+    out.parent.mkdir()
+    r = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-w", proxy.url, "-a",
+                        "simple", "-u", "root", "-p", "secret", "-o", str(out), "-q"],
+                       capture_output=True, timeout=300)
+    err = r.stderr.decode()
+    assert r.returncode == 3, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "gave up after 5 attempts" in err
+    assert proxy.seen["search"] == 20
+    assert list(out.parent.iterdir()) == []
+
+
 # -- the embedded catalogue: one writer at a time -----------------------------
 
 def _ingest_proc(db, path, *args):
