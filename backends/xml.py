@@ -113,8 +113,9 @@ class XMLDumpFileReader(DumpFileReader):
                     append((name, self._object(sub, spec[2].instance_name, None)))
                     continue
                 if kind is ONE:
+                    # A plain key string is the common case's RawObject form.
                     ref = sub.get("ref")
-                    append((name, RawRef(key=ref) if ref is not None else _reference(sub)))
+                    append((name, ref if ref else _reference(sub)))
                     continue
             elif name.__class__ is not str:
                 continue        # comments, PIs, entity nodes: never data

@@ -130,6 +130,15 @@ class Client(abc.ABC):
         """
         return contextlib.nullcontext()
 
+    def commit_every(self, objects: int):
+        """A context in which :meth:`transaction` blocks are committed in groups.
+
+        Each block stays all or nothing, but commits are deferred until about
+        ``objects`` objects were written (and to the end of the context, on
+        an error too: what completed stays).  For a server, nothing.
+        """
+        return contextlib.nullcontext()
+
     def __enter__(self):
         return self
 

@@ -31,8 +31,9 @@ boolean; dates by instant).  Objects are looked up a batch at a time (see
 :meth:`Ingester._look_up_many`), and the children of the objects found a
 level at a time.
 
-Each chunk is one transaction in the embedded catalogue (all or nothing);
-with a server, each createMany batch stands on its own.  The run stops at
+Each chunk is all or nothing in the embedded catalogue (a savepoint; the
+commits of several chunks are grouped, see ``commit_objects``); with a
+server, each createMany batch stands on its own.  The run stops at
 the first error, and the exception carries a ``hint`` saying how much went
 in and how to resume.  :meth:`Ingester.request_stop` (Ctrl-C) stops at the
 next batch boundary.
@@ -79,8 +80,13 @@ class IngestInterrupted(KeyboardInterrupt):
 class Ingester:
     """Ingest everything a :class:`DumpFileReader` reads into ``client``."""
 
+    #: The embedded catalogue commits after about this many objects (whole
+    #: chunks; see :meth:`~icatdump.client.Client.commit_every`).  A process
+    #: killed outright loses at most these, which running again creates.
+    commit_objects = 10000
+
     def __init__(self, client: Client, reader: DumpFileReader, duplicate: str = "THROW",
-                 batch_size: int = 500, progress=None):
+                 batch_size: int = 500, progress=None, commit_objects: int | None = None):
         if duplicate not in DUPLICATE_MODES:
             raise ValueError("invalid duplicate mode %r" % duplicate)
         self.client = client
@@ -91,6 +97,8 @@ class Ingester:
             client.learn_child_ids = False
         self.duplicate = duplicate
         self.batch_size = batch_size
+        if commit_objects is not None:
+            self.commit_objects = commit_objects
         self.progress = progress
         self.stats = IngestStats()
         self._pending: list[tuple[str | None, Entity]] = []
@@ -124,6 +132,10 @@ class Ingester:
         return self.stats
 
     def _run(self):
+        with self.client.commit_every(self.commit_objects):
+            self._run_chunks()
+
+    def _run_chunks(self):
         reader = self.reader
         for chunk in reader.chunks():
             self.client.refresh()

@@ -84,7 +84,7 @@ def test_xml_references_all_forms():
     assert ref.ref_only and ref.tag == "investigationRef" and ref.key == "inv_1"
     assert dict(ref.fields) == {"name": "X", "visitId": "1", "facility.name": "F"}
     fields = dict(ds.fields)
-    assert fields["investigation"] == RawRef(key="inv_1")
+    assert fields["investigation"] == "inv_1"  # a plain key string
     assert fields["sample"] == RawRef(attrs={"name": "s1", "investigation.ref": "inv_1"})
     assert fields["type"] == RawRef(attrs={"name": "raw", "facility.name": "F"})
 

@@ -75,11 +75,12 @@ def new_catalogue(tmp_path, name) -> pathlib.Path:
     return db
 
 
-def kill_after(db, path, ids: int, delay: float = 0.0, *args) -> bool:
+def kill_after(db, path, ids: int, delay: float = 0.0, *args, commit_size: int = 1) -> bool:
     """Start an ingest and SIGKILL it once ``ids`` ids are committed (plus
-    ``delay`` seconds, to land inside a chunk).  False if it finished first."""
-    proc = subprocess.Popen(ingest_cmd(db, path, "--batch-size", "20", *args),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ``delay`` seconds, to land inside a chunk).  False if it finished first.
+    It commits every chunk, or (``commit_size``) groups of chunks."""
+    cmd = ingest_cmd(db, path, "--batch-size", "20", "--commit-size", str(commit_size), *args)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while proc.poll() is None:
             if os.path.exists(db) and next_id(db) > ids:
@@ -108,14 +109,17 @@ def files(tmp_path_factory, example):
     return out
 
 
-@pytest.mark.parametrize("name, ids, delay", [
-    ("example", 1, 0.0), ("example", 1, 0.05), ("example", 300, 0.0),
-    ("generated", 1, 0.0), ("generated", 800, 0.01), ("generated", 2000, 0.0),
+@pytest.mark.parametrize("name, ids, delay, commit_size", [
+    ("example", 1, 0.0, 1), ("example", 1, 0.05, 1), ("example", 300, 0.0, 1),
+    ("generated", 1, 0.0, 1), ("generated", 800, 0.01, 1), ("generated", 2000, 0.0, 1),
+    # Commits of several chunks together: killed between and inside groups.
+    ("generated", 1, 0.0, 400), ("generated", 800, 0.01, 400), ("generated", 1500, 0.0, 400),
 ])
-def test_killed_ingest_resumes_to_the_same_catalogue(files, tmp_path, name, ids, delay):
+def test_killed_ingest_resumes_to_the_same_catalogue(files, tmp_path, name, ids, delay,
+                                                     commit_size):
     path, expected, full = files[name]
     db = new_catalogue(tmp_path, "c.sqlite")
-    killed = kill_after(db, path, ids, delay)
+    killed = kill_after(db, path, ids, delay, commit_size=commit_size)
     if killed and not delay:
         assert counts(db) != full   # it really stopped half-way
     ingest(db, path, "--duplicate", "IGNORE")
@@ -309,10 +313,12 @@ def test_unconstrained_objects_neither_lost_nor_doubled(tmp_path, doi):
     assert counts(db) == expected
 
 
-def test_sigint_stops_cleanly_and_says_how_to_resume(files, tmp_path):
+@pytest.mark.parametrize("commit_size", [1, 400])
+def test_sigint_stops_cleanly_and_says_how_to_resume(files, tmp_path, commit_size):
     path, expected, full = files["generated"]
     db = new_catalogue(tmp_path, "c.sqlite")
-    proc = subprocess.Popen(ingest_cmd(db, path, "--batch-size", "5"),
+    proc = subprocess.Popen(ingest_cmd(db, path, "--batch-size", "5",
+                                       "--commit-size", str(commit_size)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while proc.poll() is None and next_id(db) <= 300:
         time.sleep(0.001)

@@ -37,14 +37,18 @@ from .progress import Progress, per_type_lines
               help="Directory with the files to upload.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1),
               help="Objects per createMany call.")
+@click.option("--commit-size", default=Ingester.commit_objects, show_default=True,
+              type=click.IntRange(1),
+              help="Embedded catalogue: commit after about this many objects (whole "
+                   "chunks; a killed run loses at most these, which running again creates).")
 @quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="Add a line per entity type to the summary.")
 @list_formats_option
 @debug_option
 @click.version_option(__version__, prog_name="icatingest")
 @handle_errors
-def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, quiet,
-         verbose, **params):
+def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, commit_size,
+         quiet, verbose, **params):
     """Ingest a data file into an ICAT catalogue.
 
     With no URL configured, the default embedded catalogue is used.
@@ -61,7 +65,7 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
         with reader_cls(client, stream) as reader:
             reader.name = name
             ingester = Ingester(client, reader, duplicate.upper(), batch_size=batch_size,
-                                progress=lambda s: progress.update(
+                                commit_objects=commit_size, progress=lambda s: progress.update(
                                     "chunk %d, %d objects" % (s.chunks, s.objects),
                                     s.objects))
             with _stop_on_sigint(ingester):

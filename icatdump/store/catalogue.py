@@ -180,6 +180,11 @@ class EmbeddedClient(Client):
         """Several write calls as one transaction (an ingest chunk): all or nothing."""
         return self.writer.transaction()
 
+    def commit_every(self, objects: int):
+        """Commit :meth:`transaction` blocks in groups of about ``objects``
+        objects: an ingest's chunks are small, and each commit costs."""
+        return self.writer.commit_every(objects)
+
     def create_many(self, entities) -> list[int]:
         return self.writer.create_many(entities, self.user)
 

@@ -240,21 +240,24 @@ class Writer:
         return b
 
     # -- transactions ---------------------------------------------------------
-    # Each write call is one transaction -- or, inside :meth:`transaction`,
-    # a savepoint of the caller's transaction, so that several calls (the
-    # batches of one ingest chunk) commit or roll back together.
+    # Each write call is one transaction -- or, inside :meth:`transaction`
+    # (or between the blocks of :meth:`commit_every`), a savepoint of the
+    # transaction open, so that several calls (the batches of one ingest
+    # chunk) commit or roll back together.
     _outer = 0
+    _in_savepoint = False
 
     def begin(self):
-        self.conn.execute("SAVEPOINT write_call" if self._outer else "BEGIN IMMEDIATE")
+        self._in_savepoint = bool(self._outer or self.conn.in_transaction)
+        self.conn.execute("SAVEPOINT write_call" if self._in_savepoint else "BEGIN IMMEDIATE")
 
     def commit(self):
-        self.conn.execute("RELEASE write_call" if self._outer else "COMMIT")
+        self.conn.execute("RELEASE write_call" if self._in_savepoint else "COMMIT")
 
     def rollback(self):
         if not self.conn.in_transaction:
             return
-        if self._outer:
+        if self._in_savepoint:
             try:
                 self.conn.execute("ROLLBACK TO write_call")
                 self.conn.execute("RELEASE write_call")
@@ -266,7 +269,11 @@ class Writer:
     @contextlib.contextmanager
     def transaction(self):
         """Run the write calls of the ``with`` block in one transaction:
-        all of them are committed at its end, none if it raises."""
+        all of them are committed at its end, none if it raises.
+
+        Inside :meth:`commit_every` the block is a savepoint of a longer
+        transaction instead, committed with the blocks after it.
+        """
         if self._outer:
             self._outer += 1
             try:
@@ -274,17 +281,60 @@ class Writer:
             finally:
                 self._outer -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        grouped = self._group is not None
+        if grouped:
+            if not self.conn.in_transaction:
+                self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("SAVEPOINT block")
+        else:
+            self.conn.execute("BEGIN IMMEDIATE")
         self._outer = 1
         try:
             yield
         except BaseException:
             self._outer = 0
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                if grouped:
+                    self.conn.execute("ROLLBACK TO block")
+                    self.conn.execute("RELEASE block")
+                else:
+                    self.conn.execute("ROLLBACK")
             raise
         self._outer = 0
-        self.conn.execute("COMMIT")
+        if not grouped:
+            self.conn.execute("COMMIT")
+            return
+        self.conn.execute("RELEASE block")
+        if self._group[1] >= self._group[0]:
+            self.conn.execute("COMMIT")
+            self._group[1] = 0
+
+    # Grouped commits: [objects per commit, objects written since the last].
+    _group = None
+
+    @contextlib.contextmanager
+    def commit_every(self, objects: int):
+        """Defer the commits of :meth:`transaction` blocks until ``objects``
+        objects were created, and to the end of the ``with`` block.
+
+        A commit writes every page the transaction touched and may start a
+        checkpoint; an ingest's chunk holds a few hundred objects, and
+        committing each one cost about a tenth of the ingest's time.  Blocks
+        stay all or nothing (savepoints); when the ``with`` block ends --
+        on an error too -- the blocks that completed are committed, so a
+        failed chunk loses only itself.  A process killed outright loses
+        the uncommitted blocks, which a re-run creates again.
+        """
+        if self._group is not None or self._outer:
+            yield
+            return
+        self._group = [max(1, objects), 0]
+        try:
+            yield
+        finally:
+            self._group = None
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     def next_id(self) -> int:
         return int(self.conn.execute(
@@ -347,6 +397,8 @@ class Writer:
                 raise
             self.set_next_id(next_id)
             self.commit()
+            if self._group is not None:
+                self._group[1] += len(nodes)
         except BaseException:
             self.rollback()
             raise
