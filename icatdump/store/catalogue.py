@@ -15,7 +15,7 @@ import sqlite3
 from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
 from ..schema import VERSIONS, Schema
-from .ddl import META_TABLE, PRAGMAS, meta_ddl, table_ddl
+from .ddl import META_TABLE, NEW_FILE_PRAGMAS, PRAGMAS, meta_ddl, table_ddl
 from .loader import Budget, Loader
 from .plans import PlanCache
 from .write import Writer
@@ -28,9 +28,9 @@ class CatalogueError(Exception):
     """The file is not an embedded catalogue, or cannot become one."""
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, first_pragmas=()) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in PRAGMAS:
+    for pragma in tuple(first_pragmas) + PRAGMAS:
         conn.execute(pragma)
     return conn
 
@@ -49,7 +49,7 @@ def init_catalogue(path, version: str = "6.2") -> None:
         raise CatalogueError("%s exists and is not empty; refusing to create a catalogue there"
                              % path)
     schema = Schema.for_version(version)
-    conn = _connect(path)
+    conn = _connect(path, NEW_FILE_PRAGMAS)
     try:
         conn.execute("BEGIN")
         for stmt in meta_ddl() + table_ddl(schema):

@@ -46,6 +46,12 @@ PRAGMAS = (
 )
 
 
+#: Set when a catalogue file is created, before anything else (the page
+#: size is fixed once the file has content or is in WAL mode).  Pages of
+#: 16 KiB made bulk inserts about a fifth faster than SQLite's 4 KiB.
+NEW_FILE_PRAGMAS = ("PRAGMA page_size = 16384",)
+
+
 def q(name: str) -> str:
     """Quote an identifier (entity and field names may be SQL keywords)."""
     return '"%s"' % name
