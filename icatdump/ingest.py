@@ -112,6 +112,8 @@ class Ingester:
         self._undecided: list[tuple[str | None, Entity]] = []
         # Objects found in the catalogue whose children are still to match.
         self._found_parents: list[Entity] = []
+        # The new objects of the chunk by uniqueness constraint (not THROW).
+        self._new_in_chunk: dict[tuple, Entity] = {}
 
     def request_stop(self):
         """Stop at the next batch boundary (safe to call from a signal handler)."""
@@ -153,6 +155,7 @@ class Ingester:
                             self._decide()
                 self._decide()
                 self._flush()
+            self._new_in_chunk.clear()
             reader.remember_created(objindex)
             self.stats.chunks += 1
             self._chunk_batches = 0
@@ -207,6 +210,8 @@ class Ingester:
         if self.duplicate != "THROW":
             if existing is _UNKNOWN or existing.__class__ is _Candidates:
                 existing = self._find_existing(obj, existing)
+            if existing is None:
+                existing = self._defined_before(obj)
             if existing is not None:
                 self._flush()
                 self._use_existing(key, obj, existing)
@@ -215,6 +220,27 @@ class Ingester:
         self._pending_count += _tally(obj, self._pending_types)
         if self._pending_count >= self.batch_size:
             self._flush()
+
+    def _defined_before(self, obj: Entity) -> Entity | None:
+        """The object of this chunk that ``obj`` defines a second time, if
+        one with the same uniqueness constraint went in (or is about to).
+
+        python-icat creates objects one at a time, so with IGNORE a file that
+        defines an object twice uses the first for the second; here both
+        would be looked up before either is created.  Related objects are
+        compared by identity: a key names one object within a chunk.
+        """
+        etype = obj.type
+        if not etype.constraint:
+            return None     # matched by content: each counts (see _claimed)
+        values, fields = obj.values, etype.fields
+        sig = (etype.name,) + tuple(
+            id(values.get(n)) if fields[n].kind == ONE else values.get(n)
+            for n in etype.constraint)
+        first = self._new_in_chunk.get(sig)
+        if first is None:
+            self._new_in_chunk[sig] = obj
+        return first
 
     def _flush(self):
         if not self._pending:

@@ -425,3 +425,30 @@ def test_partial_file_of_a_running_dump_is_left_alone(tmp_path):
     fd, name = _partial_file(str(tmp_path / "out.xml"))
     os.close(fd)
     assert mine.exists() and pathlib.Path(name).exists() and pathlib.Path(name) != mine
+
+
+@pytest.mark.parametrize("batch_size", ["1", "500"])
+def test_object_defined_twice_in_a_chunk_is_created_once_with_ignore(tmp_path, batch_size):
+    """python-icat creates objects one by one, so with IGNORE the second
+    definition of an object uses the first -- whether or not a batch
+    boundary falls between them; THROW refuses the second."""
+    path = tmp_path / "twice.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<icatdata>\n<head>\n'
+        '  <apiversion>6.2.0</apiversion>\n</head>\n<data>\n'
+        '  <facility id="f1">\n    <name>ESNF</name>\n  </facility>\n'
+        '  <instrument id="i">\n    <name>E2</name>\n    <facility ref="f1"/>\n  </instrument>\n'
+        '  <facility id="f2">\n    <fullName>again</fullName>\n    <name>ESNF</name>\n'
+        '  </facility>\n'
+        '  <investigationType id="t">\n    <name>Exp</name>\n    <facility ref="f2"/>\n'
+        '  </investigationType>\n</data>\n</icatdata>\n')
+    db = new_catalogue(tmp_path, "c.sqlite")
+    r = subprocess.run(ingest_cmd(db, path, "--batch-size", batch_size), capture_output=True)
+    assert r.returncode == 1 and b"OBJECT_ALREADY_EXISTS" in r.stderr
+    assert counts(db) == {}
+    r = ingest(db, path, "--duplicate", "IGNORE", "--batch-size", batch_size)
+    assert counts(db) == {"Facility": 1, "Instrument": 1, "InvestigationType": 1}
+    with EmbeddedClient(str(db)) as client:
+        [it] = client.search("SELECT t FROM InvestigationType t INCLUDE t.facility")
+        [inst] = client.search("SELECT i FROM Instrument i INCLUDE i.facility")
+        assert it.facility.id == inst.facility.id
