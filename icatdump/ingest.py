@@ -400,17 +400,25 @@ class Ingester:
                     by_values.setdefault(self._matched(
                         etype, varying, v.id if is_ref and v is not None else v, exact,
                         c.values), []).append(c)
-                for i in part:
+                matches_of = {i: by_values.get(self._matched(
+                    etype, varying, values[varying][i], exact, group[i].values), [])
+                    for i in part}
+                # A result no object took: the server compares otherwise
+                # (MySQL's usual collation ignores case and accents).  Its
+                # objects without a match are then looked up one by one, as
+                # python-icat would, and the server decides.
+                taken = {id(c) for matches in matches_of.values() for c in matches}
+                unsure = etype.constraint and any(id(c) not in taken for c in found)
+                for i, matches in matches_of.items():
                     obj = group[i]
-                    matches = by_values.get(self._matched(
-                        etype, varying, values[varying][i], exact, obj.values), [])
                     if not etype.constraint:
                         decided[id(obj)] = _Candidates(matches)
                         continue
                     if len(matches) > 1:
                         raise DataFileError("%s: %d objects match in the catalogue"
                                             % (etype.name, len(matches)))
-                    decided[id(obj)] = matches[0] if matches else None
+                    if matches or not unsure:
+                        decided[id(obj)] = matches[0] if matches else None
 
     @staticmethod
     def _matched(etype, varying, value, exact, values) -> tuple:

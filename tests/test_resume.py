@@ -452,3 +452,56 @@ def test_object_defined_twice_in_a_chunk_is_created_once_with_ignore(tmp_path, b
         [it] = client.search("SELECT t FROM InvestigationType t INCLUDE t.facility")
         [inst] = client.search("SELECT i FROM Instrument i INCLUDE i.facility")
         assert it.facility.id == inst.facility.id
+
+
+def _names_without_case(db, table):
+    """Rebuild ``table`` with its name column compared without case, as on
+    an ICAT whose database collation ignores case (MySQL's usual one)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        indexes = [r[0] for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))]
+        conn.execute("DROP TABLE %s" % table)
+        conn.execute(sql.replace('"name" TEXT', '"name" TEXT COLLATE NOCASE'))
+        for index in indexes:
+            conn.execute(index)
+    finally:
+        conn.close()
+
+
+def _files_xml(*names):
+    files = "".join(
+        '  <datafile id="f%d">\n    <name>%s</name>\n    <dataset ref="ds"/>\n  </datafile>\n'
+        % (i, n) for i, n in enumerate(names))
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<icatdata>\n<head>\n'
+            '  <apiversion>6.2.0</apiversion>\n</head>\n<data>\n'
+            '  <facility id="fac">\n    <name>F</name>\n  </facility>\n'
+            '  <investigationType id="it">\n    <name>E</name>\n    <facility ref="fac"/>\n'
+            '  </investigationType>\n'
+            '  <datasetType id="dt">\n    <name>raw</name>\n    <facility ref="fac"/>\n'
+            '  </datasetType>\n'
+            '  <investigation id="inv">\n    <name>I</name>\n    <title>T</title>\n'
+            '    <visitId>1</visitId>\n    <facility ref="fac"/>\n    <type ref="it"/>\n'
+            '  </investigation>\n'
+            '  <dataset id="ds">\n    <name>D</name>\n    <investigation ref="inv"/>\n'
+            '    <type ref="dt"/>\n  </dataset>\n' + files + '</data>\n</icatdata>\n')
+
+
+def test_names_differing_in_case_are_found_where_the_catalogue_ignores_case(tmp_path):
+    """A re-run whose file spells names in another case than the catalogue
+    holds them: a server that compares without case returns the catalogue's
+    objects for them, and they count as present (python-icat's search by key
+    finds them the same way) instead of failing as duplicates."""
+    db = new_catalogue(tmp_path, "c.sqlite")
+    _names_without_case(db, "Datafile")
+    first, second = tmp_path / "first.xml", tmp_path / "second.xml"
+    first.write_text(_files_xml("A.nxs", "b.nxs", "C.nxs"))
+    second.write_text(_files_xml("a.nxs", "B.nxs", "C.nxs", "d.nxs"))
+    ingest(db, first)
+    r = ingest(db, second, "--duplicate", "IGNORE")
+    assert counts(db)["Datafile"] == 4
+    with EmbeddedClient(str(db)) as client:
+        names = sorted(f.name for f in client.search("SELECT f FROM Datafile f"))
+    assert names == ["A.nxs", "C.nxs", "b.nxs", "d.nxs"]
+    assert r.returncode == 0
