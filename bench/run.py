@@ -16,6 +16,7 @@ Every measured command runs in its own process, so peak RSS is its own.
     python bench/run.py                      # 10^4 and 10^5 objects
     python bench/run.py --sizes 1000000      # the big one (minutes)
     python bench/run.py --no-pyicat          # skip python-icat (slow at 10^5)
+    python bench/run.py --rounds 3           # each ratio the median of three rounds
     python bench/run.py --sizes 100000 --soap-dumps-only   # ours vs python-icat's dump
     python bench/run.py --sizes --big 1000000  # only the scaling dumps
     python bench/run.py --sizes --big 1000000 --per-dataset 1000000 --no-pyicat
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,7 +236,29 @@ def fmt_rate(n, secs):
     return "%9.0f obj/s" % (n / secs) if secs > 0 else "-"
 
 
-def bench_size(n: int, pyicat: bool, soap: bool):
+def _per_round(raws, ours) -> list[float]:
+    return [r[0] / o[0] for r, o in zip(raws, ours)]
+
+
+def _ratios(raws, ours) -> str:
+    """The median of the rounds' ratios (baseline time / ours), with their
+    range when there were several rounds: single runs on a shared machine
+    move by a factor of 1.5."""
+    ratios = sorted(_per_round(raws, ours))
+    median = statistics.median(ratios)
+    if len(ratios) == 1:
+        return "%.2f" % median
+    return "%.2f (%d rounds: %.2f-%.2f)" % (median, len(ratios), ratios[0], ratios[-1])
+
+
+def _median_round(raws, ours):
+    """The (baseline, ours) measurements of the round with the median ratio."""
+    ratios = _per_round(raws, ours)
+    i = sorted(range(len(ratios)), key=ratios.__getitem__)[(len(ratios) - 1) // 2]
+    return raws[i], ours[i]
+
+
+def bench_size(n: int, pyicat: bool, soap: bool, rounds: int = 1):
     from bench.generate import generate
     OUT.mkdir(parents=True, exist_ok=True)
     print("\n== %d objects ==" % n)
@@ -250,31 +274,38 @@ def bench_size(n: int, pyicat: bool, soap: bool):
     print("-- ingest into the embedded catalogue (baseline: raw parse of the same file)")
     for fmt in ("XML", "YAML"):
         raw_code = (RAW_XML % str(files[fmt])) if fmt == "XML" else (RAW_YAML % str(files[fmt]))
-        raw_t, raw_rss = timed_child(raw_code)
-        db = tmp / ("ingest-%s.sqlite" % fmt)
-        t, rss = timed_child(INGEST % (str(db), str(db), str(files[fmt]), fmt))
-        print("  %-4s raw parse %s %6.0f MiB | ingest %s %6.0f MiB | ratio %.2f"
-              % (fmt, fmt_rate(count, raw_t), raw_rss, fmt_rate(count, t), rss, raw_t / t))
+        raws, ours = [], []
+        for r in range(rounds):
+            db = tmp / ("ingest-%s-%d.sqlite" % (fmt, r))
+            raws.append(timed_child(raw_code))
+            ours.append(timed_child(INGEST % (str(db), str(db), str(files[fmt]), fmt)))
+        (raw_t, raw_rss), (t, rss) = _median_round(raws, ours)
+        print("  %-4s raw parse %s %6.0f MiB | ingest %s %6.0f MiB | ratio %s"
+              % (fmt, fmt_rate(count, raw_t), raw_rss, fmt_rate(count, t), rss,
+                 _ratios(raws, ours)))
         # Resuming means running the same ingest again: every object is
         # then looked up, found and skipped.
         again_t, again_rss = timed_child(INGEST_AGAIN % (str(db), str(files[fmt]), fmt))
         print("       ingest again with --duplicate IGNORE (all found) %s %6.0f MiB | "
               "%.2f x the first ingest's time" % (fmt_rate(count, again_t), again_rss,
-                                                  again_t / t))
+                                                  again_t / ours[-1][0]))
 
-    db = tmp / "ingest-XML.sqlite"
+    db = tmp / "ingest-XML-0.sqlite"
     print("-- dump from the embedded catalogue (baseline: raw serialization of the same objects)")
     for fmt, raw in (("XML", RAW_DUMP_XML % (str(db), True)), ("YAML", RAW_DUMP_YAML % str(db))):
-        raw_t, raw_rss = timed_child(raw)
-        t, rss = timed_child(DUMP % (str(db), str(tmp / ("dump." + fmt.lower())), fmt))
-        print("  %-4s raw serialize %s | dump %s %6.0f MiB | ratio %.2f"
-              % (fmt, fmt_rate(count, raw_t), fmt_rate(count, t), rss, raw_t / t))
+        raws, ours = [], []
+        for r in range(rounds):
+            raws.append(timed_child(raw))
+            ours.append(timed_child(DUMP % (str(db), str(tmp / ("dump." + fmt.lower())), fmt)))
+        (raw_t, _), (t, rss) = _median_round(raws, ours)
+        print("  %-4s raw serialize %s | dump %s %6.0f MiB | ratio %s"
+              % (fmt, fmt_rate(count, raw_t), fmt_rate(count, t), rss, _ratios(raws, ours)))
         if fmt == "XML":
             # The baseline as it was first written: elements without the
             # references and ids every dump carries (an easier target).
-            bare_t, _ = timed_child(RAW_DUMP_XML % (str(db), False))
-            print("       raw serialize without references and ids %s | ratio %.2f"
-                  % (fmt_rate(count, bare_t), bare_t / t))
+            bare = [timed_child(RAW_DUMP_XML % (str(db), False)) for _ in range(rounds)]
+            print("       raw serialize without references and ids %s | ratio %s"
+                  % (fmt_rate(count, _median_round(bare, ours)[0][0]), _ratios(bare, ours)))
 
     if soap:
         safe = OUT / ("gen-%d-noquotes.xml" % n)
@@ -646,6 +677,9 @@ def main():
     p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--no-pyicat", action="store_true", help="skip python-icat")
     p.add_argument("--no-soap", action="store_true", help="skip the SOAP measurements")
+    p.add_argument("--rounds", type=int, default=1, metavar="R",
+                   help="measure ingest and dump R times each, each next to its baseline, "
+                        "and report the median ratio with the range")
     p.add_argument("--big", type=int, metavar="N", help="scaling dumps with N datafiles")
     p.add_argument("--soap-dumps-only", action="store_true",
                    help="for each size only the dumps through serve, ours and python-icat's")
@@ -662,7 +696,7 @@ def main():
         if a.soap_dumps_only:
             soap_dumps_only(n)
         else:
-            bench_size(n, not a.no_pyicat, not a.no_soap)
+            bench_size(n, not a.no_pyicat, not a.no_soap, a.rounds)
     if a.big:
         bench_big(a.big, not a.no_pyicat, a.pyicat_jobs, a.per_dataset)
     if a.pyicat_back:
