@@ -68,7 +68,10 @@ class _Loader(SafeLoader):
     character.  A data file repeats the same few dozen keys (``name``,
     ``fileSize``, ``dataset``...) on every object, so remembering the
     answer per value (it depends on nothing else while no path resolvers
-    are registered) saves most of that work.  The memory is bounded.
+    are registered) saves most of that work.  The memory is bounded.  A value that misses
+    (a name, a location) and whose first character starts no implicit type
+    (no regular expression is registered for it) is a plain string without
+    asking: PyYAML would try no expression on it either.
     """
 
     memo_size = 4096
@@ -76,13 +79,18 @@ class _Loader(SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._tags: dict[str, str] = {}
+        resolvers = self.yaml_implicit_resolvers
+        # None: expressions tried on every value (none in the safe loader).
+        self._typed_starts = None if None in resolvers else frozenset(resolvers)
 
     def resolve(self, kind, value, implicit):
         if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
             return _resolve(self, kind, value, implicit)
         tag = self._tags.get(value)
         if tag is None:
-            # Unique values (names, locations) miss: keep their way short.
+            starts = self._typed_starts
+            if starts is not None and value[:1] not in starts:
+                return self.DEFAULT_SCALAR_TAG
             tag = _resolve(self, kind, value, implicit)
             if len(self._tags) < self.memo_size:
                 self._tags[value] = tag

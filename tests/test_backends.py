@@ -376,6 +376,27 @@ def test_yaml_direct_scalars_equal_pure_pyyaml():
                 data, Dumper=yaml.SafeDumper, default_flow_style=False, explicit_start=True), v
 
 
+def test_yaml_resolver_shortcuts_give_pyyaml_tags():
+    """The reader's resolver (remembered tags, plain strings decided by
+    their first character) tags every plain scalar as PyYAML's does."""
+    import random
+    from yaml.nodes import ScalarNode
+    rnd = random.Random(11)
+    chars = "aAzZyYnNoOtTfF0189+-._:~<=!&*eE xX/\u00fc\t"
+    values = ["", "~", "null", "NULL", "yes", "Off", "true", "false", "on", "n", "y", "1",
+              "-1", "+1", ".5", ".inf", "-.Inf", ".NaN", "0x1F", "0o17", "0b101", "1_000",
+              "12:30:00", "190:20:30", "1e3", "1.0e+3", "2020-01-01", "2020-01-01T00:00:00Z",
+              "2020-1-1 1:02:03.5 +01:00", "<<", "=", "!", "&", "*", "file_00001.nxs",
+              "inv0/ds0/x", "ds-00 \u00d1and\u00fa", "Datafile_name-x"]
+    values += ["".join(rnd.choice(chars) for _ in range(rnd.randint(1, 12)))
+               for _ in range(3000)]
+    ours = yaml_backend._Loader("")
+    theirs = yaml.SafeLoader("")
+    for v in values * 2:        # twice: remembered answers too
+        assert ours.resolve(ScalarNode, v, (True, False)) == \
+            theirs.resolve(ScalarNode, v, (True, False)), v
+
+
 def test_yaml_examples_chunks_equal_pure_pyyaml(example):
     for v in ("4.4", "5.0", "6.2"):
         with open(example("icatdump-%s.yaml" % v)) as f:
