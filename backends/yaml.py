@@ -68,10 +68,10 @@ class _Loader(SafeLoader):
     character.  A data file repeats the same few dozen keys (``name``,
     ``fileSize``, ``dataset``...) on every object, so remembering the
     answer per value (it depends on nothing else while no path resolvers
-    are registered) saves most of that work.  The memory is bounded.  A value that misses
-    (a name, a location) and whose first character starts no implicit type
-    (no regular expression is registered for it) is a plain string without
-    asking: PyYAML would try no expression on it either.
+    are registered) saves most of that work.  The memory is bounded.  A
+    value that misses (a name, a location) and whose first character starts
+    no implicit type (no regular expression is registered for it) is a plain
+    string without asking: PyYAML would try no expression on it either.
     """
 
     memo_size = 4096

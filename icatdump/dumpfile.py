@@ -1019,9 +1019,7 @@ class DumpFileWriter:
             yield item, self._objects(item, chunksize)
 
     def _objects(self, item, chunksize) -> Iterator[Entity]:
-        if isinstance(item, (str, Query)):
-            return self.iter_search(item, chunksize)
-        return iter(item)
+        return chain.from_iterable(self._pages(item, chunksize))
 
     def _pages(self, item, chunksize) -> Iterator[list]:
         if isinstance(item, (str, Query)):

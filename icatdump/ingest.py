@@ -416,11 +416,8 @@ class Ingester:
                     if not etype.constraint:
                         decided[id(obj)] = _Candidates(matches)
                         continue
-                    if len(matches) > 1:
-                        raise DataFileError("%s: %d objects match in the catalogue"
-                                            % (etype.name, len(matches)))
                     if matches or not unsure:
-                        decided[id(obj)] = matches[0] if matches else None
+                        decided[id(obj)] = self._the_one(etype, matches)
 
     @staticmethod
     def _matched(etype, varying, value, exact, values) -> tuple:
@@ -456,10 +453,7 @@ class Ingester:
             if found is None:
                 return None     # refers to an object created in this run
         if not by_content:
-            if len(found) > 1:
-                raise DataFileError("%s: %d objects match in the catalogue"
-                                    % (etype.name, len(found)))
-            return found[0] if found else None
+            return self._the_one(etype, found)
         found = [c for c in found if (etype.name, c.id) not in self._claimed]
         if found and any(obj.values.get(n) for n in etype.manys):
             found = self._same_children(obj, found)
@@ -467,6 +461,15 @@ class Ingester:
             return None
         self._claimed.add((etype.name, found[0].id))
         return found[0]
+
+    def _the_one(self, etype, found: list[Entity]) -> Entity | None:
+        """The catalogue's object with a uniqueness constraint's values, or
+        None; more than one means the catalogue breaks its own constraint."""
+        if len(found) > 1:
+            raise DataFileError("%s: %d objects match in the catalogue"
+                                % (etype.name, len(found)), self.reader.name,
+                                self.reader.chunk_number)
+        return found[0] if found else None
 
     def _search_one(self, obj: Entity) -> list[Entity] | None:
         """The catalogue's objects with ``obj``'s compared values (one

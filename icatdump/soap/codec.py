@@ -244,13 +244,13 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                 values[name] = None
                 continue
             path = _path + "." + name
-            key = (path, _id_text(child)) if shared is not None else None
-            related = shared.get(key) if key is not None and key[1] else None
+            ident = _id_text(child) if shared is not None else None
+            related = shared.get((path, ident)) if ident else None
             if related is None:
                 related = decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
                                         shared, path)
-                if key is not None and key[1]:
-                    shared[key] = related
+                if ident:
+                    shared[(path, ident)] = related
             values[name] = related
         else:
             lst = values.get(name)
