@@ -15,6 +15,7 @@ from .entity import Entity
 from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
 from .query import Query, literal
 from .schema import ATTRIBUTE, ONE, Schema
+from .snapshot import change_watch
 
 
 class IcatError(Exception):
@@ -138,6 +139,16 @@ class Client(abc.ABC):
         an error too: what completed stays).  For a server, nothing.
         """
         return contextlib.nullcontext()
+
+    def snapshot(self):
+        """A context in which every read sees one state of the catalogue.
+
+        A server keeps no snapshot across calls: the catalogue is
+        fingerprinted before and after instead, and
+        :class:`~icatdump.snapshot.CatalogueChanged` raised at the end if
+        anything changed meanwhile (see :mod:`icatdump.snapshot`).
+        """
+        return change_watch(self)
 
     def __enter__(self):
         return self

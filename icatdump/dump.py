@@ -387,6 +387,8 @@ def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT
     ``chunk_size``: split chunks with more top-level objects (None: never).
     ``max_entities``: the server's limit on objects per search, if the
     client's value (``getProperties`` or 10000) is not right.
+    The whole dump reads one state of the catalogue, or fails with
+    :class:`~icatdump.snapshot.CatalogueChanged` (:meth:`Client.snapshot`).
     ``prefetch``: search for a chunk's next group of objects in a thread
     while this one is written, so that the server's time overlaps the
     writing.  None chooses by client: on over the network, off for the
@@ -401,12 +403,13 @@ def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT
     writer.prefetch = prefetch
     if max_entities:
         client = _Limited(client, max_entities)
-    if selection is not None:
-        selection.resolve(client)
-    for name, queries, page in plan(client, selection):
-        writer.writedata(queries, chunksize=page, forget=("Datafile",))
-        if progress:
-            progress(name, writer.objects_written)
+    with client.snapshot():
+        if selection is not None:
+            selection.resolve(client)
+        for name, queries, page in plan(client, selection):
+            writer.writedata(queries, chunksize=page, forget=("Datafile",))
+            if progress:
+                progress(name, writer.objects_written)
     return writer.objects_written
 
 

@@ -19,6 +19,7 @@ import pytest
 from icatdump.dump import Selection, dump, ids_of, plan
 from icatdump.dumpfile import open_dumpfile
 from icatdump.ingest import ingest
+from icatdump.snapshot import fingerprint
 from icatdump.store import EmbeddedClient, init_catalogue
 from conftest import python_icat_sdist
 
@@ -420,11 +421,15 @@ def test_prefetch_over_soap_same_output(new_catalogue, tmp_path, example):
         assert not any(name.startswith("icatdump-prefetch") for name in threads)
         assert ahead + on_main == len(threads)
         # The chunks' searches ran on the fetching thread; only the plan's
-        # own (which chunks there are) on the main one.
+        # own (which chunks there are) and the change watch's fingerprints
+        # before and after the dump on the main one.
+        del threads[:]
+        fingerprint(soap)
+        watch = 2 * len(threads)
         del threads[:]
         for _ in plan(soap):
             pass
-        assert ahead > 0 and on_main == len(threads), (ahead, on_main, len(threads))
+        assert ahead > 0 and on_main == len(threads) + watch, (ahead, on_main, len(threads))
         soap.logout()
     finally:
         srv.shutdown()

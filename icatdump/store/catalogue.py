@@ -9,6 +9,7 @@ against a real server, without one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 
@@ -174,6 +175,20 @@ class EmbeddedClient(Client):
         if not result:
             raise NoSuchObjectError("%s[id:%d] not found." % (name, int(id)))
         return result[0]
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Every read of the block in one read transaction: one state of the
+        catalogue, whatever other processes commit meanwhile (WAL)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     # -- writing --------------------------------------------------------------------
     def transaction(self):
