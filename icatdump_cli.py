@@ -8,6 +8,7 @@ script directory from ``sys.path`` when it holds such a file, then import the
 real commands: both tools can live in one environment.
 """
 
+import importlib
 import os
 import sys
 
@@ -18,19 +19,25 @@ def _drop_shadowing_script_dir():
         sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != script_dir]
 
 
+def _launch(prog: str, module: str):
+    """Import and run a command; Ctrl-C while Python is still importing it
+    (the first tenth of a second) ends it as quietly as later on."""
+    try:
+        _drop_shadowing_script_dir()
+        main = importlib.import_module(module).main
+        return main()
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: error: interrupted\n" % prog)
+        sys.exit(130)
+
+
 def icatdump():
-    _drop_shadowing_script_dir()
-    from icatdump.cli.dump import main
-    return main()
+    return _launch("icatdump", "icatdump.cli.dump")
 
 
 def icatingest():
-    _drop_shadowing_script_dir()
-    from icatdump.cli.ingest import main
-    return main()
+    return _launch("icatingest", "icatdump.cli.ingest")
 
 
 def icatdata():
-    _drop_shadowing_script_dir()
-    from icatdump.cli.data import main
-    return main()
+    return _launch("icatdata", "icatdump.cli.data")

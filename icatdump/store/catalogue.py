@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 
 from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
@@ -36,11 +37,26 @@ def _connect(path: str, first_pragmas=()) -> sqlite3.Connection:
     return conn
 
 
+def writable(path: str) -> bool:
+    """Whether the catalogue and its directory (where SQLite keeps the WAL
+    and its index) can be written: not on a read-only mount, not immutable."""
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A catalogue nobody here can write (a read-only mount, a backup copy):
+    opened as immutable, since SQLite cannot create the WAL index beside it."""
+    uri = "file:%s?immutable=1" % urllib.parse.quote(os.path.abspath(path))
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
 def init_catalogue(path, version: str = "6.2") -> None:
     """Create a new, empty catalogue of ICAT schema ``version`` at ``path``.
 
     Refuses to touch an existing non-empty file: a catalogue is never
-    silently overwritten or mixed with another database.
+    silently overwritten or mixed with another database.  The file is built
+    under a temporary name and renamed when complete, so a failure (a full
+    disk) leaves nothing that would block the next attempt.
     """
     path = os.fspath(path)
     if version not in VERSIONS:
@@ -50,17 +66,35 @@ def init_catalogue(path, version: str = "6.2") -> None:
         raise CatalogueError("%s exists and is not empty; refusing to create a catalogue there"
                              % path)
     schema = Schema.for_version(version)
-    conn = _connect(path, NEW_FILE_PRAGMAS)
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, ".%s.%d.init" % (name, os.getpid()))
     try:
-        conn.execute("BEGIN")
-        for stmt in meta_ddl() + table_ddl(schema):
-            conn.execute(stmt)
-        conn.executemany("INSERT INTO %s (key, value) VALUES (?, ?)" % META_TABLE,
-                         [("schema_version", version), ("next_id", "1"),
-                          ("format", "icatdump-store-1")])
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+        # Built with a rollback journal, so that everything is in the one
+        # file when it is renamed; a WAL left beside the temporary name (its
+        # checkpoint failed) would stay behind.  WAL from then on.
+        conn = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            for pragma in NEW_FILE_PRAGMAS + ("PRAGMA journal_mode = DELETE",):
+                conn.execute(pragma)
+            conn.execute("BEGIN")
+            for stmt in meta_ddl() + table_ddl(schema):
+                conn.execute(stmt)
+            conn.executemany("INSERT INTO %s (key, value) VALUES (?, ?)" % META_TABLE,
+                             [("schema_version", version), ("next_id", "1"),
+                              ("format", "icatdump-store-1")])
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
+        if os.path.exists(temporary + "-wal"):
+            raise OSError(0, "the new catalogue could not be completed")
+        os.replace(temporary, path)
+    except (OSError, sqlite3.Error) as exc:
+        for leftover in (temporary, temporary + "-wal", temporary + "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        cause = getattr(exc, "strerror", None) or str(exc)
+        raise CatalogueError("cannot create a catalogue at %s: %s" % (path, cause)) from None
 
 
 class EmbeddedClient(Client):
@@ -81,7 +115,8 @@ class EmbeddedClient(Client):
         self.url = path
         self.user = user
         self._max_entities = max_entities
-        self.conn = _connect(path)
+        self.read_only = not writable(path)
+        self.conn = _connect_read_only(path) if self.read_only else _connect(path)
         try:
             meta = dict(self.conn.execute("SELECT key, value FROM %s" % META_TABLE))
         except sqlite3.DatabaseError as exc:

@@ -21,7 +21,7 @@ try:
 except ImportError:     # not POSIX: no locking, SQLite's own busy errors remain
     fcntl = None
 
-from .catalogue import CatalogueError
+from .catalogue import CatalogueError, writable
 
 
 class CatalogueBusy(CatalogueError):
@@ -58,6 +58,9 @@ class WriteLock:
     def acquire(self) -> "WriteLock":
         if fcntl is None:
             return self
+        catalogue = self.path[:-5]
+        if not writable(catalogue):
+            raise CatalogueError("%s is read-only (it can be dumped, not written)" % catalogue)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
