@@ -75,6 +75,11 @@ class IngestStats:
         return sum(self.created.values()) + sum(self.skipped.values()) + sum(self.updated.values())
 
 
+def _first_keys(keys: list[str], shown: int = 3) -> str:
+    more = len(keys) - shown
+    return ", ".join(keys[:shown]) + (", and %d more" % more if more > 0 else "")
+
+
 class IngestInterrupted(KeyboardInterrupt):
     """The run stopped at a batch boundary because :meth:`Ingester.request_stop` was called."""
 
@@ -109,6 +114,8 @@ class Ingester:
         # Catalogue objects matched by content in this run: (type, id).
         self._claimed: set[tuple[str, int]] = set()
         self._chunk_batches = 0
+        # Keys of the objects a failed batch created before its error.
+        self._created_before_error: list[str] = []
         self._stop = False
         # Objects read but not yet known to be new or existing (not THROW).
         self._undecided: list[tuple[str | None, Entity]] = []
@@ -170,28 +177,36 @@ class Ingester:
             raise IngestInterrupted("stopped at a batch boundary")
 
     def resume_hint(self, exc: BaseException | None = None) -> str:
-        """How much went in and how to go on, for the message of a failed run."""
+        """How much went in and how to go on, for the message of a failed run.
+
+        With a server, whatever was created before the error stays: a plain
+        re-run would then fail on it, so it is never advised.
+        """
         done = self.stats.chunks
-        partial = self._chunk_batches if not getattr(self.client, "transactional", False) else 0
-        if not done and not partial:
-            went_in = "nothing was ingested"
-        else:
-            went_in = "%d chunk%s" % (done, "" if done == 1 else "s")
-            if partial:
-                went_in += " and %d batch%s of chunk %d" % (
-                    partial, "" if partial == 1 else "es", done + 1)
-            went_in += " ingested"
+        transactional = getattr(self.client, "transactional", False)
+        partial = 0 if transactional else self._chunk_batches
+        stray = [] if transactional else self._created_before_error
+        went_in = []
+        if done:
+            went_in.append("%d chunk%s ingested" % (done, "" if done == 1 else "s"))
+        if partial:
+            went_in.append("%d batch%s of chunk %d ingested" % (
+                partial, "" if partial == 1 else "es", done + 1))
+        if stray:
+            went_in.append("%d object%s of the failed batch of chunk %d exist%s (%s)" % (
+                len(stray), "" if len(stray) == 1 else "s", done + 1,
+                "s" if len(stray) == 1 else "", _first_keys(stray)))
         fix = "" if isinstance(exc, KeyboardInterrupt) else "fix the problem and "
         if getattr(exc, "icat_type", None) == "OBJECT_ALREADY_EXISTS" and self.duplicate == "THROW":
             todo = "to keep the objects that exist, run again with --duplicate IGNORE " \
                    "(or CHECK or OVERWRITE)"
-        elif went_in.startswith("nothing"):
+        elif not went_in:
             todo = fix + "run again"
         elif self.duplicate != "THROW":
             todo = fix + "run the same command again to resume"
         else:
             todo = fix + "run again with --duplicate IGNORE to resume"
-        return "%s; %s" % (went_in, todo)
+        return "%s; %s" % ("; ".join(went_in) or "nothing was ingested", todo)
 
     # -- batching -----------------------------------------------------------
     def _decide(self):
@@ -252,9 +267,13 @@ class Ingester:
         objs = [obj for _, obj in batch]
         try:
             self.client.create_many(objs)
-        except IcatError as exc:
-            self._raise_for_batch(batch, exc)
-        except ConnectionError as exc:
+        except (IcatError, ConnectionError) as exc:
+            # A server may have created part of the batch: createMany calls
+            # are split where objects refer to each other (SOAP client).
+            self._created_before_error = [key or obj.type.name for key, obj in batch
+                                          if obj.id is not None]
+            if isinstance(exc, IcatError):
+                self._raise_for_batch(batch, exc)
             # Say where: with a server, the batches before this one stay.
             raise ConnectionError("%s, chunk %d, batch %d: %s" % (
                 self.reader.name, self.reader.chunk_number, self._chunk_batches + 1,

@@ -222,6 +222,30 @@ def test_failed_batch_says_where_to_resume(server, proxy, example, tmp_path):
     assert counts(server_db) == counts(reference)
 
 
+def test_batch_split_by_the_client_says_what_exists(server, proxy, example, tmp_path):
+    """The SOAP client splits a batch whose objects refer to each other
+    (users, then the groupings that name them) into two createMany calls.
+    When the second fails, the users exist: the message says so and advises
+    IGNORE, never a plain re-run, which would fail on them."""
+    src = example("icatdump-6.2.xml")
+    proxy.faults = [("createMany", "pass"), ("createMany", "drop")]
+    r = icatingest_url(proxy.url, src)
+    err = r.stderr.decode()
+    assert r.returncode == 3, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert "chunk 1, batch 1:" in lines[0]
+    assert "nothing was ingested" not in lines[1]
+    assert "objects of the failed batch of chunk 1 exist (User_name-" in lines[1]
+    assert lines[1].endswith("fix the problem and run again with --duplicate IGNORE to resume")
+    assert icatingest_url(proxy.url, src).returncode != 0
+    r = icatingest_url(proxy.url, src, "--duplicate", "IGNORE")
+    assert r.returncode == 0, r.stderr
+    reference = new_catalogue(tmp_path, "ref.sqlite")
+    ingest(reference, src)
+    assert counts(tmp_path / "server.sqlite") == counts(reference)
+
+
 def test_dump_that_loses_the_server_leaves_no_file(server, proxy, example, tmp_path):
     """The server stops answering half-way through a dump over SOAP (whose
     searches run on the prefetching thread): one line, exit 3, no file."""
