@@ -35,7 +35,7 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 import click
 
@@ -149,6 +149,8 @@ class Config:
     configfiles: list[Path] = dataclasses.field(default_factory=list)
     section: str | None = None
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The command's own :class:`Setting` values, by name.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __repr__(self):
         shown = []
@@ -244,6 +246,35 @@ def _boolean(name: str, value, origin: str) -> bool:
     raise ConfigError("%s: invalid boolean value %r (%s)" % (name, value, origin))
 
 
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A command's own setting, as python-icat's scripts add them with
+    ``config.add_variable``: the command line first, then the key ``name`` of
+    the selected config section (these have no environment variable), then
+    ``default``.  ``convert`` turns a value (text from a file, or what click
+    parsed) into the setting; it raises ValueError for a bad one.
+    """
+    name: str
+    param: str
+    default: Any = None
+    convert: Callable[[Any], Any] | None = None
+
+
+def boolean_setting(value) -> bool:
+    """A flag's value: click gives a bool, a config file ``yes``/``no``..."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError("not a boolean: %r" % value)
+
+
+def path_setting(value) -> str:
+    """A file name with ``~`` expanded, as python-icat does; ``-`` stays."""
+    return value if value == "-" else os.path.expanduser(value)
+
+
 class _Lookup:
     """First-found-wins over command line, environment, file section."""
 
@@ -269,7 +300,7 @@ class _Lookup:
 
 def resolve(params: Mapping, env: MutableMapping[str, str] = os.environ, *,
             search_path: list[Path] | None = None, need_login: bool = True,
-            export_proxy_env: bool = True) -> Config:
+            export_proxy_env: bool = True, settings: tuple = ()) -> Config:
     """Resolve the options of :func:`connection_options` into a :class:`Config`.
 
     ``params`` are the command's click parameters (other keys are ignored);
@@ -345,7 +376,22 @@ def resolve(params: Mapping, env: MutableMapping[str, str] = os.environ, *,
         cfg.credentials["username"] = cfg.username
     if cfg.password is not None:
         cfg.credentials["password"] = cfg.password
+    for setting in settings:
+        cfg.settings[setting.name] = _setting(setting, look)
     return cfg
+
+
+def _setting(setting: Setting, look: _Lookup):
+    value = look.get(setting.name, setting.param, None, setting.name)
+    if value is None:
+        return setting.default
+    if setting.convert is None:
+        return value
+    try:
+        return setting.convert(value)
+    except ValueError as exc:
+        raise ConfigError("%s: %s (%s)" % (setting.name, exc, look.origins[setting.name])) \
+            from None
 
 
 def _credentials(params, files, section, look) -> dict[str, str]:
@@ -389,6 +435,11 @@ def _resolve_password(cfg: Config, params, look: _Lookup):
 
 
 def _prompt(look: _Lookup) -> str:
+    """Ask on the terminal, never on standard input: that may be the data
+    (``cat d.yaml | icatingest -P -i -``)."""
+    if not _terminal_available():
+        raise ConfigError("no terminal to ask for the password on (-P/promptPass): "
+                          "give -p/--pass or a password in the config section")
     look.origins["password"] = "prompt"
     return getpass.getpass("Password: ")
 
@@ -464,12 +515,12 @@ def connection_options(f):
     python-icat's order; that is why no option has a click default or envvar.
     """
     options = [
-        click.option("-c", "--configfile", metavar="FILE",
+        click.option("-c", "--configfile", metavar="FILE", type=click.Path(),
                      help="Config file, instead of searching the default ones. [env: ICAT_CFG]"),
         click.option("-s", "--configsection", metavar="SECTION",
                      help="Section of the config file to take values from. "
                           "[env: ICAT_CFG_SECTION]"),
-        click.option("-w", "--url", metavar="URL",
+        click.option("-w", "--url", metavar="URL", type=click.Path(),
                      help="ICAT service URL (" + WSDL_PATH + " is added to a bare "
                           "http(s)://host:port), or the path of an embedded catalogue; "
                           "default: the default catalogue. [env: ICAT_SERVICE]"),

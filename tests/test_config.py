@@ -324,12 +324,14 @@ def test_repr_hides_secrets(home):
 # -- password prompting --------------------------------------------------------
 
 def prompts(monkeypatch, answer="typed"):
+    """Someone at a terminal answers ``answer``."""
     asked = []
 
     def fake(prompt=""):
         asked.append(prompt)
         return answer
     monkeypatch.setattr(getpass, "getpass", fake)
+    monkeypatch.setattr(config, "_terminal_available", lambda: True)
     return asked
 
 

@@ -116,7 +116,7 @@ def test_dump_and_convert_to_a_compressed_file(example, tmp_path, fmt):
     packed = tmp_path / ("d.%s.gz" % fmt.lower())
     proc = run("dump", "-w", db, "-f", fmt, "-o", packed)
     assert proc.returncode == 0, proc.stderr
-    assert b"objects (319 top-level) written" in proc.stderr
+    assert b"objects (319 top-level) from " in proc.stderr
     assert packed.read_bytes()[:2] == b"\x1f\x8b"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
     assert body(gzip.decompress(packed.read_bytes()), fmt) == body(src.read_bytes(), fmt)

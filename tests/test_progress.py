@@ -50,7 +50,7 @@ def test_summary_lines(tmp_path):
     r = runner.invoke(icatingest, ["-w", cat, "-i", str(tmp_path / "s.yaml"), "-v"])
     assert r.exit_code == 0, r.output
     lines = r.stderr.splitlines()
-    assert lines[0].startswith("icatingest: 2 chunks, 2 created, in ")
+    assert lines[0].startswith("icatingest: 2 chunks into %s, 2 created, in " % cat)
     assert lines[1:] == ["  Facility           1 created", "  InvestigationType  1 created"]
     r = runner.invoke(icatingest, ["-w", cat, "-i", str(tmp_path / "s.yaml"),
                                    "--duplicate", "IGNORE"])
@@ -58,6 +58,8 @@ def test_summary_lines(tmp_path):
     assert "0 created, 2 already present" in r.stderr and len(r.stderr.splitlines()) == 1
     r = runner.invoke(icatdump, ["-w", cat, "-o", str(tmp_path / "d.xml"), "-f", "XML", "-v"])
     assert r.exit_code == 0
+    assert r.stderr.startswith("icatdump: 2 objects (2 top-level) from %s written to %s in "
+                               % (cat, tmp_path / "d.xml"))
     assert r.stderr.splitlines()[1:] == ["  Facility           1 written",
                                          "  InvestigationType  1 written"]
     r = runner.invoke(icatdump, ["-w", cat, "-o", str(tmp_path / "d.xml"), "-q"])
@@ -98,9 +100,9 @@ def test_progress_line_on_a_terminal(tmp_path):
     assert "\r\x1b[K" in out
     line = out.split("\r\x1b[K")[1]
     assert "objects" in line and "obj/s" in line and line.rstrip().endswith("s]"), out
-    assert "icatingest: 2 chunks, 2 created" in out.split("\r\x1b[K")[-1]
+    assert "icatingest: 2 chunks into %s, 2 created" % cat in out.split("\r\x1b[K")[-1]
     out = _on_a_terminal(["icatdump.cli.dump", "-w", cat, "-o", str(tmp_path / "d.yaml")])
-    assert "dumped" in out and "obj/s" in out and "icatdump: 2 objects (2 top-level) written" in out
+    assert "dumped" in out and "obj/s" in out and "icatdump: 2 objects (2 top-level) from %s written" % cat in out
 
 
 def test_progress_quiet_on_a_terminal(tmp_path):

@@ -21,6 +21,8 @@ from ..dumpfile import DataFileError, discover_backends, BackendOrigins, Backend
 from ..streams import GZIP_MAGIC, GunzipStream
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
+#: A closed output pipe: 128 + SIGPIPE, what a shell reports for a tool it killed.
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageProblem(Exception):
@@ -64,7 +66,11 @@ def handle_errors(func):
                 traceback.print_exc()
             fail("interrupted", 130, getattr(exc, "hint", None))
         except BrokenPipeError:
-            sys.exit(EXIT_OK)
+            # The reader went away (``| head``): stop quietly, but not with
+            # success, as a process killed by SIGPIPE does not; stdout goes
+            # to /dev/null so that Python's final flush does not complain.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
@@ -120,6 +126,14 @@ def list_formats_option(f):
 def format_names() -> list[str]:
     discover_backends()
     return sorted(Backends)
+
+
+def format_setting(value: str) -> str:
+    """A format name from the command line or a config file, upper case."""
+    name = str(value).upper()
+    if name not in format_names():
+        raise ValueError("unknown format %r (known: %s)" % (value, ", ".join(format_names())))
+    return name
 
 
 # -- opening a catalogue -----------------------------------------------------

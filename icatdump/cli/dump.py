@@ -7,22 +7,21 @@ import time
 import click
 
 from .. import __version__
-from ..config import connection_options, resolve
+from ..config import Setting, connection_options, path_setting, resolve
 from ..dump import DEFAULT_CHUNK_SIZE, Selection, dump
 from ..dumpfile import open_dumpfile
-from .common import (debug_option, format_names, handle_errors, list_formats_option,
+from .common import (debug_option, format_names, format_setting, handle_errors, list_formats_option,
                      open_client, quiet_option)
 from .progress import Progress, RecordCounter, per_type_lines
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
-@click.option("-o", "--outputfile", default="-", show_default=True,
-              help="Output file; '-' for standard output.  A file is written under a "
-                   "temporary name and renamed when complete.")
-@click.option("-f", "--format", "fmt", default="YAML", show_default=True,
-              type=click.Choice(format_names(), case_sensitive=False),
-              help="Data file format.")
+@click.option("-o", "--outputfile", type=click.Path(allow_dash=True),
+              help="Output file; '-' for standard output (the default).  A file is written "
+                   "under a temporary name and renamed when complete.  Config key: file.")
+@click.option("-f", "--format", "fmt", type=click.Choice(format_names(), case_sensitive=False),
+              help="Data file format (default: YAML).  Config key: format.")
 @click.option("--investigation", "investigations", multiple=True, metavar="[FACILITY/]NAME[:VISITID]",
               help="Dump only this investigation (repeatable), with everything it refers to.")
 @click.option("--query", "queries", multiple=True, metavar="JPQL",
@@ -45,7 +44,8 @@ def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
 
     With no URL configured, the default embedded catalogue is dumped.
     """
-    cfg = resolve(params)
+    cfg = resolve(dict(params, outputfile=outputfile, fmt=fmt), settings=SETTINGS)
+    outputfile, fmt = cfg.settings["file"], cfg.settings["format"]
     selection = None
     if investigations or queries:
         selection = Selection([_investigation_arg(a) for a in investigations], queries)
@@ -59,10 +59,15 @@ def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
                 max_entities=max_entities, selection=selection)
     # Counted as icatingest counts what it creates: embedded objects too.
     embedded = sum(counted.embedded.values())
-    progress.done("icatdump: %d objects (%d top-level) written to %s in %.1f s"
-                  % (n + embedded, n, outputfile if outputfile != "-" else "stdout",
+    progress.done("icatdump: %d objects (%d top-level) from %s written to %s in %.1f s"
+                  % (n + embedded, n, client.url, outputfile if outputfile != "-" else "stdout",
                      time.monotonic() - start),
                   per_type_lines(written=counted.top, embedded=counted.embedded))
+
+
+#: python-icat's icatdump.py variables besides the connection's.
+SETTINGS = (Setting("file", "outputfile", "-", path_setting),
+            Setting("format", "fmt", "YAML", format_setting))
 
 
 def _investigation_arg(text: str) -> tuple:

@@ -9,28 +9,28 @@ import threading
 import click
 
 from .. import __version__
-from ..config import connection_options, resolve
+from ..config import Setting, connection_options, path_setting, resolve
 from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
 from ..store import EmbeddedClient
 from ..store.lock import WriteLock
 from ..streams import text_reader
-from .common import (UsageProblem, debug_option, format_names, handle_errors,
+from .common import (UsageProblem, debug_option, format_names, format_setting, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
 from .progress import Progress, per_type_lines
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
-@click.option("-i", "--inputfile", default="-", show_default=True,
-              help="Input file; '-' for standard input.")
-@click.option("-f", "--format", "fmt", default=None,
-              type=click.Choice(format_names(), case_sensitive=False),
-              help="Data file format (default: detected from the content).")
+@click.option("-i", "--inputfile", type=click.Path(allow_dash=True),
+              help="Input file; '-' for standard input (the default).  Config key: file.")
+@click.option("-f", "--format", "fmt", type=click.Choice(format_names(), case_sensitive=False),
+              help="Data file format (default: detected from the content).  "
+                   "Config key: format.")
 @click.option("--duplicate", type=click.Choice(DUPLICATE_MODES, case_sensitive=False),
-              default="THROW", show_default=True,
-              help="What to do with objects that exist already.  IGNORE, CHECK and "
-                   "OVERWRITE make an interrupted ingest safe to run again.")
+              help="What to do with objects that exist already: THROW (the default), "
+                   "IGNORE, CHECK or OVERWRITE; the last three make an interrupted ingest "
+                   "safe to run again.  Config key: duplicate.")
 @click.option("--upload-datafiles", is_flag=True,
               help="Upload the datafiles' content to IDS (needs --idsurl).")
 @click.option("--datafile-dir", default=".", show_default=True, type=click.Path(),
@@ -53,10 +53,12 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
 
     With no URL configured, the default embedded catalogue is used.
     """
-    cfg = resolve(params)
+    cfg = resolve(dict(params, inputfile=inputfile, fmt=fmt, duplicate=duplicate),
+                  settings=SETTINGS)
+    inputfile, fmt, duplicate = (cfg.settings[k] for k in ("file", "format", "duplicate"))
     if upload_datafiles:
         raise UsageProblem("--upload-datafiles is not supported yet")
-    fmt, stream, name = open_input(inputfile, fmt.upper() if fmt else None)
+    fmt, stream, name = open_input(inputfile, fmt)
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
         stream = text_reader(stream)
@@ -64,7 +66,7 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     with stream, open_client(cfg) as client, _write_lock(client):
         with reader_cls(client, stream) as reader:
             reader.name = name
-            ingester = Ingester(client, reader, duplicate.upper(), batch_size=batch_size,
+            ingester = Ingester(client, reader, duplicate, batch_size=batch_size,
                                 commit_objects=commit_size, progress=lambda s: progress.update(
                                     "chunk %d, %d objects" % (s.chunks, s.objects),
                                     s.objects))
@@ -75,10 +77,23 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
         parts.append("%d already present" % sum(stats.skipped.values()))
     if stats.updated:
         parts.append("%d updated" % sum(stats.updated.values()))
-    progress.done("icatingest: %d chunks, %s, in %.1f s"
-                  % (stats.chunks, ", ".join(parts), stats.seconds),
+    progress.done("icatingest: %d chunks into %s, %s, in %.1f s"
+                  % (stats.chunks, client.url, ", ".join(parts), stats.seconds),
                   per_type_lines(created=stats.created, already_present=stats.skipped,
                                  updated=stats.updated))
+
+
+def _duplicate_setting(value) -> str:
+    mode = str(value).upper()
+    if mode not in DUPLICATE_MODES:
+        raise ValueError("must be one of %s, not %r" % (", ".join(DUPLICATE_MODES), value))
+    return mode
+
+
+#: python-icat's icatingest.py variables besides the connection's (IDS: to come).
+SETTINGS = (Setting("file", "inputfile", "-", path_setting),
+            Setting("format", "fmt", None, format_setting),
+            Setting("duplicate", "duplicate", "THROW", _duplicate_setting))
 
 
 def _warn(message):
