@@ -9,7 +9,7 @@ import threading
 import click
 
 from .. import __version__
-from ..config import Setting, connection_options, path_setting, resolve
+from ..config import Setting, boolean_setting, connection_options, path_setting, resolve
 from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
 from ..store import EmbeddedClient
@@ -31,10 +31,12 @@ from .progress import Progress, per_type_lines
               help="What to do with objects that exist already: THROW (the default), "
                    "IGNORE, CHECK or OVERWRITE; the last three make an interrupted ingest "
                    "safe to run again.  Config key: duplicate.")
-@click.option("--upload-datafiles", is_flag=True,
-              help="Upload the datafiles' content to IDS (needs --idsurl).")
-@click.option("--datafile-dir", default=".", show_default=True, type=click.Path(),
-              help="Directory with the files to upload.")
+@click.option("--upload-datafiles/--no-upload-datafiles", default=None,
+              help="Upload the datafiles' content to IDS (needs --idsurl; not supported "
+                   "yet).  Config key: uploadDatafiles.")
+@click.option("--datafile-dir", type=click.Path(file_okay=False),
+              help="Directory with the files to upload (default: the current one).  "
+                   "Config key: dataDir.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1),
               help="Objects per createMany call.")
 @click.option("--commit-size", default=Ingester.commit_objects, show_default=True,
@@ -53,11 +55,13 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
 
     With no URL configured, the default embedded catalogue is used.
     """
-    cfg = resolve(dict(params, inputfile=inputfile, fmt=fmt, duplicate=duplicate),
+    cfg = resolve(dict(params, inputfile=inputfile, fmt=fmt, duplicate=duplicate,
+                       upload_datafiles=upload_datafiles, datafile_dir=datafile_dir),
                   settings=SETTINGS)
     inputfile, fmt, duplicate = (cfg.settings[k] for k in ("file", "format", "duplicate"))
-    if upload_datafiles:
-        raise UsageProblem("--upload-datafiles is not supported yet")
+    if cfg.settings["uploadDatafiles"]:
+        raise UsageProblem("uploading datafiles to IDS is not supported yet "
+                           "(uploadDatafiles set by %s)" % cfg.origins["uploadDatafiles"])
     fmt, stream, name = open_input(inputfile, fmt)
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
@@ -90,9 +94,11 @@ def _duplicate_setting(value) -> str:
     return mode
 
 
-#: python-icat's icatingest.py variables besides the connection's (IDS: to come).
+#: python-icat's icatingest.py variables besides the connection's.
 SETTINGS = (Setting("file", "inputfile", "-", path_setting),
             Setting("format", "fmt", None, format_setting),
+            Setting("uploadDatafiles", "upload_datafiles", False, boolean_setting),
+            Setting("dataDir", "datafile_dir", ".", path_setting),
             Setting("duplicate", "duplicate", "THROW", _duplicate_setting))
 
 
