@@ -25,10 +25,13 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .dumpfile import DataFileError, RawObject, RefCache, get_backend
+from .dumpfile import RawObject
 from .entity import DataConsistencyError, Entity
+from .errors import DataFileError
+from .keyindex import RefCache
 from .keys import KeyError_, is_generic, parse_attr_values, split_key
 from .offline import OfflineClient
+from .registry import get_backend
 from .schema import DEFAULTS, MANY, ONE, Schema
 
 

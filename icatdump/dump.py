@@ -16,9 +16,9 @@ from functools import lru_cache
 from typing import Iterator
 
 from .client import Client
-from .dumpfile import Pager, batched
 from .entity import Entity
-from .query import Query, _assign_aliases, _prefixes, literal, natural_order
+from .paging import Limited, Pager, batched, ids_of
+from .query import Query, literal, natural_order
 from .schema import Schema
 
 
@@ -154,50 +154,6 @@ def _render_all(schema, specs, **params):
     return [q for q in (s.render(schema, **params) for s in specs) if q is not None]
 
 
-def ids_of(client: Client, entity: str, order, page: int = 1000) -> Iterator[int]:
-    """Ids of all objects of ``entity`` in the server's ``order``.
-
-    python-icat orders chunks as the server's ORDER BY does, so the order is
-    taken from the server, and pages follow it by keyset: each page starts
-    after the last row's values, ``(a, b) > (x, y)`` written as
-    ``a >= x AND (a > x OR b > y)``.  The server compares with the collation
-    it sorts with, so this is right whatever that is.  ``order`` must be
-    unique and not null (it is a uniqueness constraint).
-    """
-    includes = sorted({p.rpartition(".")[0] for p in order if "." in p})
-    aliases = _assign_aliases({q for p in order for q in _prefixes(p)})
-    page = max(1, min(page, client.max_entities // (2 + len(includes))))
-    after = {}
-    while True:
-        query = Query(entity, conditions=after, order=order, includes=includes,
-                      limit=(0, page))
-        batch = client.search(query)
-        yield from (o.id for o in batch)
-        if len(batch) < page:
-            return
-        values = [_value_at(batch[-1], p) for p in order]
-        after = {order[0]: _keyset_rhs(order, values, aliases)}
-
-
-def _value_at(obj, path):
-    for part in path.split("."):
-        obj = obj.values.get(part) if obj is not None else None
-    return obj
-
-
-def _keyset_rhs(order, values, aliases) -> str:
-    """The right-hand side, after ``order[0]``, of "row after ``values``"."""
-    def ref(path):
-        head, _, attr = path.rpartition(".")
-        return "%s.%s" % (aliases[head] if head else "o", attr)
-    expr = "%s > %s" % (ref(order[-1]), literal(values[-1]))
-    for path, value in zip(order[-2::-1], values[-2::-1]):
-        expr = "%s >= %s AND (%s > %s OR %s)" % (ref(path), literal(value), ref(path),
-                                                  literal(value), expr)
-    # The first "path >=" is the condition's own path, written by Query.
-    return expr[len(ref(order[0])) + 1:]
-
-
 def _datafile_groups(client: Client, inv_id: int, restrict=None) -> Iterator[Query]:
     """One Datafile query per dataset of an investigation, datasets in dump order.
 
@@ -208,7 +164,7 @@ def _datafile_groups(client: Client, inv_id: int, restrict=None) -> Iterator[Que
     """
     query = Query("Dataset", conditions={"investigation.id": "= %d" % inv_id})
     datasets = sorted((str(ds.values.get("name")), ds.id)
-                      for ds in Pager(client, client.max_entities).results(query))
+                      for ds in Pager(client).results(query))
     for _, ds_id in datasets:
         q = DATAFILES_OF_DATASET.render(client.schema, id=ds_id)
         if restrict is not None:
@@ -258,7 +214,7 @@ class Selection:
                     self.whole.add(obj.id)
                 else:
                     pending.setdefault(obj.type.name, set()).add(obj.id)
-        pager = Pager(client, client.max_entities)
+        pager = Pager(client)
         for inv_id in self.whole:
             for q in _render_all(schema, INVESTIGATION[:3], id=inv_id) + \
                     list(_datafile_groups(client, inv_id)):
@@ -281,7 +237,7 @@ class Selection:
         spec = QuerySpec(name, includes=spec.includes, order=())
         query = spec.render(client.schema)
         objs, ids = [], sorted(ids)
-        pager = Pager(client, client.max_entities)
+        pager = Pager(client)
         for i in range(0, len(ids), 500):
             query.conditions["id"] = "IN (%s)" % ", ".join(map(str, ids[i:i + 500]))
             objs.extend(pager.results(query))
@@ -356,7 +312,7 @@ def _investigations(client, ids) -> dict:
     """The investigations ``ids`` by id, loaded as the plan's query loads one."""
     query = INVESTIGATION[0].render(client.schema, id=0)
     query.conditions["id"] = "IN (%s)" % ", ".join(map(str, ids))
-    return {o.id: o for o in Pager(client, client.max_entities).results(query)}
+    return {o.id: o for o in Pager(client).results(query)}
 
 
 def _investigation(client, inv_id, selection, inv) -> Iterator:
@@ -399,10 +355,10 @@ def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT
     if prefetch is None:
         prefetch = not client.transactional
     writer.chunk_size = chunk_size
-    writer.max_entities = max_entities
     writer.prefetch = prefetch
     if max_entities:
-        client = _Limited(client, max_entities)
+        # The plan and the writer page their searches with this limit.
+        client = writer.client = Limited(client, max_entities)
     with client.snapshot():
         if selection is not None:
             selection.resolve(client)
@@ -412,12 +368,3 @@ def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT
                 progress(name, writer.objects_written)
     return writer.objects_written
 
-
-class _Limited:
-    """A client seen with another ``max_entities``; everything else passed on."""
-
-    def __init__(self, client, max_entities):
-        self._client, self.max_entities = client, max_entities
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)

@@ -1,4 +1,4 @@
-"""Dump files: the format-independent half of reading and writing them.
+"""Dump files: python-icat's reader and writer base classes.
 
 A dump file is a header followed by *chunks*; each chunk holds object
 definitions that refer to each other by key (ICAT-FACTS §4, §5).  The classes
@@ -12,72 +12,49 @@ here own everything that does not depend on the format:
   python-icat does, assigns keys (unique or generic numbered ones) and hands
   each object to the backend as a :class:`Record` with its references
   already turned into keys.
-* The backend registry: :func:`register_backend`, :data:`Backends`,
-  :func:`open_dumpfile`, and discovery of plugin backends through the
-  ``icatdump.backends`` entry-point group.
 
 A backend therefore only parses (``getdata`` + ``parse_chunk``) and
 serializes (``head`` + ``startdata`` + ``write_record`` + ``finalize``).
-The method names of python-icat's ``icat.dumpfile`` are all kept.
+The method names of python-icat's ``icat.dumpfile`` are all kept, and so
+are its public names here: the backend registry (:mod:`icatdump.registry`)
+and what a backend needs (:class:`DataFileError`, :class:`Record`) are
+re-exported.  The writer's helpers live in modules of their own: output
+under a temporary name (:mod:`icatdump.atomic`), search paging
+(:mod:`icatdump.paging`), searching ahead (:mod:`icatdump.prefetch`),
+sorting a big group on disk (:mod:`icatdump.spill`) and the key indexes
+(:mod:`icatdump.keyindex`).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import logging
 import os
-import queue
 import sys
-import tempfile
-import threading
-from collections import ChainMap, OrderedDict
+from collections import ChainMap
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, Iterator
 
-from .client import Client, IcatError, SearchResultError
+from . import atomic
+from .client import Client, SearchResultError
 from .entity import DataConsistencyError, Entity
+from .errors import DataFileError
+from .keyindex import KeyIndex, RefCache, retained_types
 from .keys import KeyError_, is_generic
+from .paging import batched, pages
+from .prefetch import fetched_ahead
 from .query import Query, literal
+from .records import Record
+from .registry import (BackendOrigins, Backends, discover_backends, get_backend,
+                       open_dumpfile, register_backend)
 from .schema import ATTRIBUTE, MANY, ONE, EntityType
-from .spill import SpilledRuns
+from .spill import SpilledRuns, plain_record, record_from_plain
+from .streams import GZIP_MAGIC, GunzipStream, text_reader
 from .types import ValueProblem, converter
 
-
-class DataFileError(ValueError):
-    """A problem with the content of a data file, with where it is.
-
-    ``str()`` gives one line: file, chunk, line, key, then the cause.
-    """
-
-    def __init__(self, cause, file=None, chunk=None, line=None, key=None):
-        super().__init__(cause)
-        self.cause, self.file, self.chunk, self.line, self.key = cause, file, chunk, line, key
-
-    def __str__(self):
-        where = []
-        if self.file:
-            where.append(str(self.file))
-        if self.chunk:
-            where.append("chunk %d" % self.chunk)
-        if self.line:
-            where.append("line %d" % self.line)
-        if self.key:
-            where.append(self.key)
-        cause = " ".join(str(self.cause).split())      # parsers' messages may span lines
-        return "%s: %s" % (", ".join(where), cause) if where else cause
-
-
-def retained_types(schema) -> frozenset[str]:
-    """Entity types whose keys stay valid across chunks.
-
-    They have no uniqueness constraint (so a later chunk cannot find them in
-    the catalogue by key) but have one-to-many relations (so they are worth
-    referring to): DataCollection and Study.
-    """
-    return frozenset(et.name for et in schema if et.manys and et.key_fields == ("id",))
+__all__ = ["DumpFileReader", "DumpFileWriter", "Backends", "register_backend", "open_dumpfile",
+           "BackendOrigins", "discover_backends", "get_backend",
+           "DataFileError", "RawObject", "RawRef", "Record"]
 
 
 # ---------------------------------------------------------------------------
@@ -488,56 +465,11 @@ def _no_object(key):
     return None
 
 
-def _text_args(mode: str) -> dict:
-    """Text files are UTF-8 whatever the locale says; binary ones have no encoding."""
-    return {} if "b" in mode else {"encoding": "utf-8"}
-
-
 def _input_stream(path: str, mode: str):
     """Open a data file by path; a gzip-compressed one is read through."""
-    from .streams import GZIP_MAGIC, GunzipStream, text_reader
     diskfile = open(path, "rb")
     stream = GunzipStream(diskfile, path) if diskfile.peek(2)[:2] == GZIP_MAGIC else diskfile
     return stream if "b" in mode else text_reader(stream)
-
-
-class RefCache(OrderedDict):
-    """A bounded key → object map, least recently used out first.
-
-    It holds objects found in the catalogue, stripped to their id, so that
-    it never pins whole object graphs.
-    """
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get(self, key, default=None):
-        try:
-            self.move_to_end(key)
-        except KeyError:
-            return default
-        return self[key]
-
-    def __setitem__(self, key, obj):
-        if obj.id is not None and obj.values:
-            obj = Entity(obj.type, {}, obj.id)
-        super().__setitem__(key, obj)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-    def remember(self, pairs: list):
-        """Add a list of ``(key, object)`` pairs (objects with ids), then trim.
-
-        Made for the objects a chunk created: there are many, and most are
-        never asked for again, so they go in with as little work each as
-        possible (one trim at the end, not one per key).
-        """
-        put = super().__setitem__
-        for key, obj in pairs[-self.size:]:     # the rest would be trimmed
-            put(key, Entity(obj.type, {}, obj.id) if obj.values else obj)
-        for _ in range(len(self) - self.size):
-            self.popitem(last=False)
 
 
 def _ref_tag(tag: str) -> str:
@@ -548,249 +480,12 @@ def _ref_tag(tag: str) -> str:
 # Writing
 # ---------------------------------------------------------------------------
 
-_output_log = logging.getLogger("icatdump.output")
-
-
-def _partial_file(path: str) -> tuple[int, str]:
-    """Open the temporary file a dump to ``path`` is written into.
-
-    It is ``.NAME.PID.XXXX.part`` beside the final file (so the rename at
-    the end stays on one file system).  A dump killed outright (kill -9, a
-    crash) cannot remove its partial file; the next dump to the same name
-    does, once the process named in it no longer runs.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = ".%s." % os.path.basename(path)
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        names = []
-    for name in names:
-        pid = name[len(prefix):].split(".", 1)[0]
-        if name.startswith(prefix) and name.endswith(".part") and pid.isdigit() \
-                and not _process_runs(int(pid)):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                continue
-            _output_log.warning("removed %s, the partial file of a dump that did not finish "
-                                "(process %s)", os.path.join(directory, name), pid)
-    try:
-        return tempfile.mkstemp(prefix="%s%d." % (prefix, os.getpid()), suffix=".part",
-                                dir=directory)
-    except OSError as exc:
-        # Name the file asked for, not the temporary name nobody knows.
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
-def _output_stream(fd: int, path: str, mode: str):
-    """The stream a writer writes to, and the file on disk beneath it.
-
-    A path ending in ``.gz`` is written gzip-compressed (read back as it is
-    by icatingest and icatdata, which sniff the compression).  The two are
-    closed separately: the gzip trailer goes out first, then the file on
-    disk is synced and closed before the rename.
-    """
-    if not path.endswith(".gz"):
-        stream = os.fdopen(fd, mode, **_text_args(mode))
-        return stream, stream
-    diskfile = os.fdopen(fd, "wb")
-    compressed = gzip.GzipFile(filename=os.path.basename(path[:-3]), mode="wb",
-                               fileobj=diskfile)
-    stream = compressed if "b" in mode else io.TextIOWrapper(compressed, encoding="utf-8")
-    return stream, diskfile
-
-
-def _process_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-@dataclass
-class Record:
-    """One object ready to serialize: the backend's whole view of it.
-
-    ``attrs``: ``(name, value)`` sorted by name, None left out, values as
-    Python values.  ``refs``: ``(name, key)`` sorted by name.  ``children``:
-    ``(relation, [Record, ...])`` sorted by name, items in python-icat's order.
-    """
-    type: EntityType
-    attrs: list
-    refs: list
-    children: list
-
-
-class Pager:
-    """Keyset paging of a :class:`Query`, each search sized under ``maxEntities``.
-
-    Pages are ``o.id > last ORDER BY o.id LIMIT 0, n``: the server finds the
-    next page through its primary key, so the cost of a page does not grow
-    with its position (``LIMIT offset`` made python-icat quadratic).  The
-    query's own ORDER BY is dropped; the writer orders objects itself.
-
-    ICAT counts every object a search returns, INCLUDEs too, against
-    ``maxEntities``.  The page size follows the objects per result seen on
-    the previous page (counted as a tree, so shared objects are counted more
-    than once: an overestimate, which is the safe side), aiming at
-    :attr:`budget` of the limit.  A page refused anyway is tried again with a
-    quarter of the size; a single object that is too big with its one-to-many
-    INCLUDEs (a grouping with 20000 members) is fetched without them, and
-    each such relation is paged separately from the child's side.
-    """
-
-    cap = 1000          # objects per page at most, whatever the fan-out
-    budget = 0.5        # share of maxEntities a page aims at
-
-    def __init__(self, client: Client, max_entities: int):
-        self.client = client
-        self.schema = client.schema
-        self.limit = max(1, int(max_entities))
-        self.size = max(1, min(self.cap, self.limit // 10))
-
-    def results(self, query: Query) -> Iterator[Entity]:
-        for page in self.pages(query):
-            yield from page
-
-    def pages(self, query: Query) -> Iterator[list]:
-        """The results, one search at a time (empty pages left out)."""
-        last = None
-        while True:
-            page, complete = self._page(query, last)
-            if page:
-                yield page
-            if not complete:
-                return
-            last = page[-1].id
-
-    def _page(self, query: Query, last) -> tuple[list, bool]:
-        """The page after id ``last``, and whether it is full (more may follow).
-
-        Adapts :attr:`size` to what it finds."""
-        while True:
-            size = self.size
-            try:
-                page = self.client.search(self._paged(query, last, size))
-            except IcatError as exc:
-                if not too_many_results(exc):
-                    raise
-                if size > 1:
-                    self.size = max(1, size // 4)
-                    continue
-                page = self._split_includes(query, last)
-            full = len(page) >= size
-            if full:
-                # Only a full page has a next one to size; weighing is not free.
-                memo = {}
-                per_object = max(_weight(o, memo) for o in page)
-                self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
-            return page, full
-
-    def _paged(self, query: Query, last, size: int) -> Query:
-        conditions = dict(query.conditions)
-        if last is not None:
-            rhs = conditions.get("id")
-            rhs = [] if rhs is None else list(rhs) if isinstance(rhs, (list, tuple)) else [rhs]
-            conditions["id"] = rhs + ["> %d" % last]
-        return Query(query.entity, conditions=conditions, order=["id"],
-                     includes=query.includes, join_specs=query.join_specs, limit=(0, size))
-
-    def _split_includes(self, query: Query, last) -> list:
-        """One object, its one-to-many INCLUDEs fetched relation by relation."""
-        etype = self.schema[query.entity]
-        ones, manys = [], {}
-        for path in query.includes:
-            head, _, rest = path.partition(".")
-            if etype.fields[head].kind == ONE:
-                ones.append(path)
-            else:
-                manys.setdefault(head, []).extend([rest] if rest else [])
-        if not manys:
-            raise IcatError("one %s with its INCLUDEs is more than maxEntities (%d)"
-                            % (query.entity, self.limit), type="VALIDATION")
-        parent_query = Query(query.entity, conditions=query.conditions, includes=ones,
-                             join_specs=query.join_specs)
-        page = self.client.search(self._paged(parent_query, last, 1))
-        for obj in page:
-            for rel, sub in manys.items():
-                f = etype.fields[rel]
-                child_query = Query(f.type, conditions={f.mapped_by + ".id": "= %d" % obj.id},
-                                    includes=sub)
-                obj.values[rel] = list(Pager(self.client, self.limit).results(child_query))
-        return page
-
-
-def too_many_results(exc: IcatError) -> bool:
-    """Whether the server refused a search for returning too many objects."""
-    return exc.type == "VALIDATION" and "more than" in exc.message
-
-
-def _weight(obj: Entity, memo: dict) -> int:
-    """Objects in ``obj``'s tree of loaded relations, shared ones repeated.
-
-    ``memo`` (by ``id()``, for one page whose objects are held) weighs a
-    shared related object -- the dataset of a thousand datafiles -- once.
-    """
-    n = memo.get(id(obj))
-    if n is not None:
-        return n
-    n = 1
-    for v in obj.values.values():
-        if v.__class__ is Entity:
-            n += _weight(v, memo)
-        elif v.__class__ is list:
-            for c in v:
-                n += _weight(c, memo)
-    memo[id(obj)] = n
-    return n
-
 
 def _keyed_alike(objs) -> bool:
     """Whether the objects are of one type whose keys do not depend on
     their order (a uniqueness constraint, not numbered generic keys)."""
     etype = objs[0].type
     return etype.key_fields != ("id",) and all(o.type is etype for o in objs)
-
-
-def batched(items, n) -> Iterator[list]:
-    """Lists of ``n`` items (the last may be shorter), taken as they come."""
-    items = iter(items)
-    while True:
-        batch = list(islice(items, n))
-        if not batch:
-            return
-        yield batch
-
-
-def _plain(record: Record) -> tuple:
-    """A record as plain data (its type by name), for a spilled run."""
-    return (record.type.name, record.attrs, record.refs,
-            [(rel, [_plain(c) for c in items]) for rel, items in record.children])
-
-
-def _from_plain(plain: tuple, schema) -> Record:
-    name, attrs, refs, children = plain
-    return Record(schema[name], attrs, refs,
-                  [(rel, [_from_plain(c, schema) for c in items]) for rel, items in children])
-
-
-class KeyIndex(ChainMap):
-    """A chunk's key index in front of the file's (``(BeanName, id)`` → key).
-
-    ``get`` is asked once per reference written; ChainMap's own goes
-    through ``__contains__`` and ``__getitem__`` for every map.  Keys are
-    never None, so a plain ``get`` on each map says the same.
-    """
-
-    def get(self, key, default=None):
-        for m in self.maps:
-            value = m.get(key)
-            if value is not None:
-                return value
-        return default
 
 
 class DumpFileWriter:
@@ -808,8 +503,6 @@ class DumpFileWriter:
 
     #: Split chunks with more top-level objects than this (None: never).
     chunk_size: int | None = None
-    #: The server's limit on objects per search; None: the client's.
-    max_entities: int | None = None
     #: Search for a chunk's next group of objects in a thread while this
     #: group is written (see :meth:`writedata`).
     prefetch: bool = False
@@ -827,10 +520,10 @@ class DumpFileWriter:
             self.outfile = sys.stdout.buffer if "b" in self.mode else sys.stdout
         else:
             path = os.fspath(outfile)
-            fd, self._tmp_name = _partial_file(path)
+            fd, self._tmp_name = atomic.partial_file(path)
             self._final_name = path
             self._closefile = True
-            self.outfile, self._diskfile = _output_stream(fd, path, self.mode)
+            self.outfile, self._diskfile = atomic.output_stream(fd, path, self.mode)
         self.idcounter: dict[str, int] = {}
         self._retain = retained_types(self.schema)
         self.keyindex: dict = {}
@@ -851,31 +544,16 @@ class DumpFileWriter:
     def close(self):
         """Finish writing: flush, close and move the file to its final name."""
         if self._closefile:
-            self.outfile.flush()
-            if self.outfile is not self._diskfile:
-                self.outfile.close()        # the gzip trailer; the disk file stays open
-            self._diskfile.flush()
-            os.fsync(self._diskfile.fileno())
-            self._diskfile.close()
+            atomic.commit(self.outfile, self._diskfile, self._tmp_name, self._final_name)
             self._closefile = False
-            # mkstemp made the file private; give it the mode a plain open() would.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp_name, 0o666 & ~umask)
-            os.replace(self._tmp_name, self._final_name)
         else:
             self.outfile.flush()
 
     def abort(self):
         """Give up: remove the partial file, leave any existing one alone."""
         if self._closefile:
-            self.outfile.close()
-            self._diskfile.close()
             self._closefile = False
-            try:
-                os.unlink(self._tmp_name)
-            except FileNotFoundError:
-                pass
+            atomic.discard(self.outfile, self._diskfile, self._tmp_name)
 
     # -- backend interface ----------------------------------------------------
     def head(self):
@@ -982,7 +660,7 @@ class DumpFileWriter:
                     for sortkey, obj in sorted(((o.sortkey(memo), o) for o in run),
                                                key=itemgetter(0)):
                         key = obj.unique_key(keyindex)
-                        entries.append((sortkey, key, _plain(self.record(obj, keyindex))))
+                        entries.append((sortkey, key, plain_record(self.record(obj, keyindex))))
                         if not keep_keys and obj.type.name not in self._retain:
                             local.pop((obj.type.name, obj.id), None)
                 finally:
@@ -991,7 +669,7 @@ class DumpFileWriter:
                 del run, entries
             schema = self.schema
             for _, key, plain in runs.merged():
-                self._put(key, _from_plain(plain, schema))
+                self._put(key, record_from_plain(plain, schema))
 
     def writedata(self, objs, keyindex=None, chunksize=100, forget=()):
         """Write one chunk: ``objs`` yields queries or lists of objects.
@@ -1030,69 +708,10 @@ class DumpFileWriter:
     prefetch_pages = 4
 
     def _fetched_ahead(self, items, chunksize) -> Iterator[tuple[Any, Iterator[Entity]]]:
-        """As :meth:`_fetched`, the next pages searched for while these are written.
-
-        Over the network a search is mostly waiting for the server, and
-        writing objects is mostly computing: the two overlap.  One thread
-        iterates over ``items`` and searches (``items`` may search too: one
-        query per dataset), so the client is never used from two threads at
-        once; it runs at most :attr:`prefetch_pages` pages ahead, so memory
-        stays bounded however big a group is.
-        """
-        pages = queue.Queue(self.prefetch_pages)
-        stop = threading.Event()
-
-        def put(message) -> bool:
-            while not stop.is_set():
-                try:
-                    pages.put(message, timeout=0.1)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-
-        def produce():
-            try:
-                for item in items:
-                    if not put(("item", item)):
-                        return
-                    for page in self._pages(item, chunksize):
-                        if not put(("page", page)):
-                            return
-                    if not put(("end", None)):
-                        return
-                put(("done", None))
-            except BaseException as exc:
-                put(("error", exc))
-
-        def objects():
-            while True:
-                kind, value = pages.get()
-                if kind == "page":
-                    yield from value
-                elif kind == "end":
-                    return
-                else:
-                    raise value
-
-        worker = threading.Thread(target=produce, name="icatdump-prefetch", daemon=True)
-        worker.start()
-        try:
-            while True:
-                kind, value = pages.get()
-                if kind == "done":
-                    return
-                if kind == "error":
-                    raise value
-                found = objects()
-                yield value, found
-                # The writer reads every object of an item; if it did not,
-                # the rest of the item is skipped here.
-                for _ in found:
-                    pass
-        finally:
-            stop.set()
-            worker.join()
+        """As :meth:`_fetched`, the next pages searched for in a thread while
+        these are written (see :func:`icatdump.prefetch.fetched_ahead`)."""
+        return fetched_ahead(items, lambda item: self._pages(item, chunksize),
+                             self.prefetch_pages)
 
     def search_all(self, query, chunksize=100):
         """All results of a query (python-icat's API; see :meth:`iter_pages`)."""
@@ -1104,26 +723,10 @@ class DumpFileWriter:
             yield from page
 
     def iter_pages(self, query, chunksize=100) -> Iterator[list]:
-        """The results of a query, a page (one search) at a time.
-
-        A :class:`Query` is paged by keyset (``o.id > last ORDER BY o.id``),
-        so each page costs the same however deep into the results it is;
-        its size keeps it under the server's ``maxEntities``, INCLUDEs
-        counted (see :class:`Pager`).  A query string is opaque and is paged
-        by ``LIMIT offset, chunksize`` as python-icat does.
-        """
-        if isinstance(query, Query):
-            yield from Pager(self.client,
-                             self.max_entities or self.client.max_entities).pages(query)
-            return
-        skip = 0
-        while True:
-            page = self.client.search("%s LIMIT %d, %d" % (query, skip, chunksize))
-            if page:
-                yield page
-            if len(page) < chunksize:
-                return
-            skip += chunksize
+        """The results of a query, a page (one search) at a time (see
+        :func:`icatdump.paging.pages`: a :class:`Query` by keyset, sized
+        under the client's ``max_entities``, a string by ``LIMIT``)."""
+        return pages(self.client, query, chunksize)
 
     # -- serialization helpers --------------------------------------------------
     def record(self, obj: Entity, keyindex, parent_rel: str | None = None) -> Record:
@@ -1155,99 +758,3 @@ class DumpFileWriter:
                 children.append((n, [self._record(c, keyindex, f.mapped_by, memo)
                                      for c in items]))
         return Record(etype, attrs, refs, children)
-
-
-# ---------------------------------------------------------------------------
-# Backend registry
-# ---------------------------------------------------------------------------
-
-#: Known backends: format name (as registered) → (reader class, writer class).
-Backends: dict[str, tuple[type, type]] = {}
-
-#: Where each backend came from (for ``--list-formats``).
-BackendOrigins: dict[str, str] = {}
-
-ENTRY_POINT_GROUP = "icatdump.backends"
-
-_discovered = False
-_log = logging.getLogger("icatdump.plugins")
-
-
-def _find_name(formatname: str) -> str | None:
-    """The registered spelling of a format name, matched case-insensitively."""
-    if formatname in Backends:
-        return formatname
-    folded = formatname.casefold()
-    return next((n for n in Backends if n.casefold() == folded), None)
-
-
-def register_backend(formatname: str, reader, writer):
-    """Register a backend in code.
-
-    It wins over an entry point of the same name (in any letter case),
-    whether discovery has run yet or not: code that registers a format
-    explicitly means that one.
-    """
-    old = _find_name(formatname)
-    if old is not None:
-        del Backends[old]
-        BackendOrigins.pop(old, None)
-    Backends[formatname] = (reader, writer)
-    BackendOrigins[formatname] = "registered in code by %s" % getattr(reader, "__module__", "?")
-
-
-def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
-    """Load the backends of the ``icatdump.backends`` entry-point group.
-
-    Lazy and once per process: nothing is imported until a format is first
-    looked up or listed.  Each entry point names a module (or any object)
-    with the attributes ``reader`` and ``writer``.  A plugin that fails to
-    load is skipped with a single one-line warning on the
-    ``icatdump.plugins`` logger (stderr unless logging is configured; not
-    with ``warn=False``), so a broken third-party package never takes the
-    other formats down with it.
-    """
-    global _discovered
-    if _discovered:
-        return Backends
-    _discovered = True
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if _find_name(ep.name) is not None:
-            continue        # registered in code (which wins), or a second copy
-        dist = getattr(ep, "dist", None)
-        source = "%s = %s (%s)" % (ep.name, ep.value, dist.name if dist else "entry point")
-        try:
-            obj = ep.load()
-            reader, writer = obj.reader, obj.writer
-        except Exception as exc:  # a broken plugin must not break the others
-            cause = " ".join(str(exc).split()) or "-"
-            if warn:
-                _log.warning("icatdump: format plugin %s skipped: %s: %s",
-                             source, type(exc).__name__, cause)
-            continue
-        if _find_name(ep.name) is not None:
-            continue        # the module registered itself in code while loading
-        Backends[ep.name] = (reader, writer)
-        BackendOrigins[ep.name] = "%s (%s)" % (ep.value, dist.name if dist else "entry point")
-    return Backends
-
-
-def get_backend(formatname: str) -> tuple[type, type]:
-    """The (reader, writer) of a format; the name's letter case does not matter."""
-    discover_backends()
-    name = _find_name(formatname)
-    if name is None:
-        raise ValueError("unknown data file format '%s' (known: %s)"
-                         % (formatname, ", ".join(sorted(Backends))))
-    return Backends[name]
-
-
-def open_dumpfile(client: Client, f, formatname: str, mode: str):
-    """Open a data file for reading (``mode="r"``) or writing (``"w"``)."""
-    reader, writer = get_backend(formatname)
-    if mode == "r":
-        return reader(client, f)
-    if mode == "w":
-        return writer(client, f)
-    raise ValueError("invalid file mode '%s'" % mode)

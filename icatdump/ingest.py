@@ -48,8 +48,10 @@ from collections import ChainMap, Counter
 from dataclasses import dataclass, field
 
 from .client import Client, IcatError
-from .dumpfile import DataFileError, DumpFileReader, batched, too_many_results
+from .dumpfile import DumpFileReader
 from .entity import Entity
+from .errors import DataFileError
+from .paging import batched, too_many_results
 from .query import Query, literal
 from .schema import MANY, ONE
 from .types import ValueProblem, to_python

@@ -15,10 +15,10 @@ import itertools
 from collections import ChainMap
 
 from .client import Client, SearchResultError, parse_unique_key
-from .dumpfile import get_backend
 from .dumporder import CHUNK_GROUPS, GROUP_OF, type_order
 from .entity import Entity
 from .keys import KeyError_, unquote
+from .registry import get_backend
 from .schema import ATTRIBUTE, ONE, Schema
 
 

@@ -27,9 +27,9 @@ import io
 from dataclasses import dataclass, field
 
 from .check import Checker
-from .dumpfile import get_backend
 from .dumporder import type_order
 from .offline import output_chunks
+from .registry import get_backend
 from .schema import Schema
 from .streams import text_reader
 

@@ -6,6 +6,9 @@ python-icat's order, which only a sort in Python gives (see
 time; each run goes to an anonymous temporary file as pickled entries, and
 the runs are merged lazily.  Memory is then one run while sorting and one
 entry per run while merging, whatever the size of the group.
+
+An entry's payload is plain data (types by name, so a pickle does not drag
+the schema along): a :class:`~icatdump.records.Record`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pickle
 import tempfile
 from operator import itemgetter
 from typing import Iterator
+
+from .records import Record
 
 _first = itemgetter(0)
 
@@ -72,3 +77,17 @@ def _entries(f) -> Iterator[tuple]:
             yield pickle.load(f)
         except EOFError:
             return
+
+
+def plain_record(record: Record) -> tuple:
+    """A record as plain data (its type by name), for a spilled run."""
+    return (record.type.name, record.attrs, record.refs,
+            [(rel, [plain_record(c) for c in items]) for rel, items in record.children])
+
+
+def record_from_plain(plain: tuple, schema) -> Record:
+    name, attrs, refs, children = plain
+    return Record(schema[name], attrs, refs,
+                  [(rel, [record_from_plain(c, schema) for c in items])
+                   for rel, items in children])
+

@@ -15,7 +15,7 @@ import gzip
 import io
 import zlib
 
-from .dumpfile import DataFileError
+from .errors import DataFileError
 
 #: The first bytes of a gzip file.
 GZIP_MAGIC = b"\x1f\x8b"

@@ -275,7 +275,7 @@ def fresh_registry(monkeypatch):
     saved = dict(Backends), dict(BackendOrigins)
     Backends.clear()
     BackendOrigins.clear()
-    monkeypatch.setattr(dumpfile, "_discovered", False)
+    monkeypatch.setattr("icatdump.registry._discovered", False)
     yield
     for registry, copy in zip((Backends, BackendOrigins), saved):
         registry.clear()

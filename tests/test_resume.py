@@ -419,10 +419,10 @@ def test_interrupted_dump_leaves_the_old_file(files, tmp_path, sig):
 def test_partial_file_of_a_running_dump_is_left_alone(tmp_path):
     """Another dump to the same name, still running (here: this process),
     keeps its partial file."""
-    from icatdump.dumpfile import _partial_file
+    from icatdump.atomic import partial_file
     mine = tmp_path / (".out.xml.%d.abcd.part" % os.getpid())
     mine.write_text("in progress")
-    fd, name = _partial_file(str(tmp_path / "out.xml"))
+    fd, name = partial_file(str(tmp_path / "out.xml"))
     os.close(fd)
     assert mine.exists() and pathlib.Path(name).exists() and pathlib.Path(name) != mine
 

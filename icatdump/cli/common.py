@@ -17,7 +17,8 @@ import traceback
 import click
 
 from ..client import IcatError, SessionError
-from ..dumpfile import DataFileError, discover_backends, BackendOrigins, Backends
+from ..errors import DataFileError
+from ..registry import BackendOrigins, Backends, discover_backends
 from ..streams import GZIP_MAGIC, GunzipStream
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3

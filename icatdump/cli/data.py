@@ -19,7 +19,8 @@ import click
 
 from .. import __version__
 from ..check import format_problem, read_head
-from ..dumpfile import RawObject, get_backend
+from ..dumpfile import RawObject
+from ..registry import get_backend
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
 from ..streams import text_reader
 from .common import (UsageProblem, debug_option, format_names, handle_errors,

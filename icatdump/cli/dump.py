@@ -9,7 +9,7 @@ import click
 from .. import __version__
 from ..config import Setting, connection_options, path_setting, resolve
 from ..dump import DEFAULT_CHUNK_SIZE, Selection, dump
-from ..dumpfile import open_dumpfile
+from ..registry import open_dumpfile
 from .common import (debug_option, format_names, format_setting, handle_errors, list_formats_option,
                      open_client, quiet_option)
 from .progress import Progress, RecordCounter, per_type_lines

@@ -10,8 +10,8 @@ import click
 
 from .. import __version__
 from ..config import Setting, boolean_setting, connection_options, path_setting, resolve
-from ..dumpfile import get_backend
 from ..ingest import DUPLICATE_MODES, Ingester
+from ..registry import get_backend
 from ..store import EmbeddedClient
 from ..store.lock import WriteLock
 from ..streams import text_reader
