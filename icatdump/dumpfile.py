@@ -48,7 +48,7 @@ from .records import Record
 from .registry import (BackendOrigins, Backends, discover_backends, get_backend,
                        open_dumpfile, register_backend)
 from .schema import ATTRIBUTE, MANY, ONE, EntityType
-from .spill import SpilledRuns, plain_record, record_from_plain
+from .spill import SpilledRuns, entity_from_plain, plain_entity, plain_record, record_from_plain
 from .streams import GZIP_MAGIC, GunzipStream, text_reader
 from .types import ValueProblem, converter
 
@@ -649,9 +649,13 @@ class DumpFileWriter:
         Each run of :attr:`sort_run` objects is sorted and spilled as
         ``(sort key, key, record)``: keys and records do not depend on the
         order (unique keys, references as unique keys), so they are made
-        before the runs are merged, and the objects can go.
+        before the runs are merged, and the objects can go.  A subclass
+        that overrides :meth:`writeobj` (python-icat's per-object hook)
+        gets it called as in memory, with each object rebuilt from the run:
+        the runs then hold the objects instead of their records.
         """
         local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
+        own_writeobj = type(self).writeobj is not DumpFileWriter.writeobj
         with SpilledRuns() as runs:
             for run in batched(objs, self.sort_run):
                 self._sort_memo = memo = {}      # valid while ``run`` is held
@@ -660,7 +664,9 @@ class DumpFileWriter:
                     for sortkey, obj in sorted(((o.sortkey(memo), o) for o in run),
                                                key=itemgetter(0)):
                         key = obj.unique_key(keyindex)
-                        entries.append((sortkey, key, plain_record(self.record(obj, keyindex))))
+                        plain = plain_entity(obj) if own_writeobj \
+                            else plain_record(self.record(obj, keyindex))
+                        entries.append((sortkey, key, plain))
                         if not keep_keys and obj.type.name not in self._retain:
                             local.pop((obj.type.name, obj.id), None)
                 finally:
@@ -668,8 +674,13 @@ class DumpFileWriter:
                 runs.add(entries)
                 del run, entries
             schema = self.schema
-            for _, key, plain in runs.merged():
-                self._put(key, record_from_plain(plain, schema))
+            if own_writeobj:
+                for _, key, plain in runs.merged():
+                    self.writeobj(key, entity_from_plain(plain, schema), keyindex)
+            else:
+                for _, key, plain in runs.merged():
+                    # What writeobj does, its record made before the merge.
+                    self._put(key, record_from_plain(plain, schema))
 
     def writedata(self, objs, keyindex=None, chunksize=100, forget=()):
         """Write one chunk: ``objs`` yields queries or lists of objects.

@@ -8,7 +8,9 @@ the runs are merged lazily.  Memory is then one run while sorting and one
 entry per run while merging, whatever the size of the group.
 
 An entry's payload is plain data (types by name, so a pickle does not drag
-the schema along): a :class:`~icatdump.records.Record`.
+the schema along): a :class:`~icatdump.records.Record`, or, for a writer
+that serializes objects itself (python-icat's ``writeobj``), the object's
+tree as loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import tempfile
 from operator import itemgetter
 from typing import Iterator
 
+from .entity import Entity
 from .records import Record
+from .schema import MANY, ONE
 
 _first = itemgetter(0)
 
@@ -91,3 +95,32 @@ def record_from_plain(plain: tuple, schema) -> Record:
                   [(rel, [record_from_plain(c, schema) for c in items])
                    for rel, items in children])
 
+
+def plain_entity(obj: Entity) -> tuple:
+    """An object with the related objects it holds as plain data, for a
+    spilled run (a related object shared by several is repeated in each)."""
+    fields = obj.type.fields
+    values = {}
+    for name, value in obj.values.items():
+        kind = fields[name].kind
+        if kind == ONE:
+            value = plain_entity(value) if value is not None else None
+        elif kind == MANY:
+            value = [plain_entity(c) for c in value] if value is not None else None
+        values[name] = value
+    return obj.type.name, obj.id, values
+
+
+def entity_from_plain(plain: tuple, schema) -> Entity:
+    name, id_, values = plain
+    etype = schema[name]
+    fields = etype.fields
+    for fname, value in values.items():
+        if value is None:
+            continue
+        kind = fields[fname].kind
+        if kind == ONE:
+            values[fname] = entity_from_plain(value, schema)
+        elif kind == MANY:
+            values[fname] = [entity_from_plain(c, schema) for c in value]
+    return Entity(etype, values, id_)

@@ -435,3 +435,64 @@ def test_prefetch_over_soap_same_output(new_catalogue, tmp_path, example):
         srv.shutdown()
     assert with_thread == without or body(with_thread) == body(without)
     assert body(with_thread) == body(example("icatdump-6.2.xml").read_bytes())
+
+
+def test_python_icat_style_writeobj_in_big_groups(new_catalogue, tmp_path, monkeypatch):
+    """A writer that overrides ``writeobj`` as python-icat's writers do (and
+    has no ``write_record``) gets every object of a group bigger than
+    ``sort_run`` through that hook, in the order and with the values and
+    keys it gets when the group is sorted in memory."""
+    from icatdump import spill
+    from icatdump.dumpfile import DumpFileWriter
+
+    class KeyLineWriter(DumpFileWriter):
+        """One line per object: key, attributes, related keys, children."""
+
+        def head(self):
+            self.outfile.write("head\n")
+
+        def startdata(self):
+            self.outfile.write("chunk\n")
+
+        def finalize(self):
+            self.outfile.write("end\n")
+
+        def writeobj(self, key, obj, keyindex):
+            self.outfile.write("%s %s\n" % (key, self._text(obj, keyindex)))
+            self.objects_written += 1
+
+        def _text(self, obj, keyindex):
+            parts = []
+            for name, value in sorted(obj.values.items()):
+                if isinstance(value, list):
+                    value = sorted(self._text(c, keyindex) for c in value)
+                elif hasattr(value, "unique_key"):
+                    value = value.unique_key(keyindex)
+                parts.append("%s=%s" % (name, value))
+            return "{%s}" % " ".join(parts)
+
+    client = build(new_catalogue(), members=3, datasets=2, files=300, collection=3)
+    add_parameters(client)
+
+    def dumped() -> list[str]:
+        out = tmp_path / ("lines-%d.txt" % len(list(tmp_path.iterdir())))
+        with KeyLineWriter(client, str(out)) as writer:
+            dump(client, writer)
+        return out.read_text(encoding="utf-8").splitlines()
+
+    in_memory = dumped()
+    datafiles = [line for line in in_memory if line.startswith("Datafile_")]
+    assert len(datafiles) == 600 and "parameters=['{" in datafiles[0]
+    assert "dataset=Dataset_" in datafiles[0]
+    runs = []
+    original_add = spill.SpilledRuns.add
+
+    def counted_add(self, entries):
+        entries = list(entries)
+        runs.append(len(entries))
+        original_add(self, entries)
+    monkeypatch.setattr(spill.SpilledRuns, "add", counted_add)
+    monkeypatch.setattr(DumpFileWriter, "sort_run", 37)
+    assert dumped() == in_memory
+    # Two datasets of 300 datafiles: 9 runs each, the last one short.
+    assert runs == [37] * 8 + [4] + [37] * 8 + [4]
