@@ -496,3 +496,37 @@ def test_python_icat_style_writeobj_in_big_groups(new_catalogue, tmp_path, monke
     assert dumped() == in_memory
     # Two datasets of 300 datafiles: 9 runs each, the last one short.
     assert runs == [37] * 8 + [4] + [37] * 8 + [4]
+
+
+def test_max_entities_reaches_the_writer(new_catalogue, tmp_path):
+    """``dump(max_entities=N)`` reaches the writer's searches when the
+    client claims a bigger limit than its server allows: the pages of
+    datafiles (the writer's) are sized under N from the start; without it
+    the server refuses them (and they shrink)."""
+    from icatdump.client import IcatError
+    client = build(new_catalogue(), members=300, datasets=2, files=200, collection=100)
+    expected = body(dump_bytes(client, tmp_path))
+
+    class Overstated(EmbeddedClient):
+        max_entities = property(lambda self: 10000)
+
+    def refused(**kw) -> list:
+        messages = []
+        with Overstated(client.url, max_entities=100) as small:
+            search = small.search
+
+            def watched(*args, **kwargs):
+                try:
+                    return search(*args, **kwargs)
+                except IcatError as exc:
+                    messages.append((str(args[0]).split(" WHERE")[0], exc.message))
+                    raise
+            small.search = watched
+            assert body(dump_bytes(small, tmp_path, **kw)) == expected
+        return messages
+
+    def datafile_pages(messages) -> list:
+        return [query for query, _ in messages if query.startswith("SELECT o FROM Datafile")]
+
+    assert datafile_pages(refused())
+    assert datafile_pages(refused(max_entities=100)) == []
