@@ -212,6 +212,7 @@ class DumpFileReader:
             if reset:
                 objindex = ChainMap({}, self.objindex)
             for key, obj in self.getobjs_from_data(chunk, objindex):
+                obj.client = self.client        # for python-icat's obj.create()
                 yield obj
                 obj.truncate_relations()
                 if key:

@@ -11,7 +11,7 @@ float, bool, aware datetime), many-to-one relations hold another Entity or
 from __future__ import annotations
 
 from .keys import quote, strip_name
-from .schema import ATTRIBUTE, MANY, ONE, EntityType
+from .schema import ATTRIBUTE, MANY, META_ATTRS, ONE, EntityType
 
 
 class DataConsistencyError(ValueError):
@@ -19,7 +19,14 @@ class DataConsistencyError(ValueError):
 
 
 class Entity:
-    __slots__ = ("type", "id", "values")
+    """One ICAT object.
+
+    ``client`` is set on objects that a client or a reader hands to a
+    caller who may use python-icat's object API on them (``obj.create()``);
+    it is left unset on the objects of the hot paths (ingest, dump), which
+    never need it.
+    """
+    __slots__ = ("type", "id", "values", "client")
 
     def __init__(self, etype: EntityType, values: dict | None = None, id: int | None = None):
         self.type = etype
@@ -49,6 +56,59 @@ class Entity:
 
     def get(self, name, default=None):
         return self.values.get(name, default)
+
+    # python-icat's names for the fields, as its scripts use them.
+    @property
+    def InstAttr(self) -> frozenset:
+        return frozenset(["id"] + [n for n, f in self.type.fields.items()
+                                   if f.kind == ATTRIBUTE and n not in META_ATTRS])
+
+    MetaAttr = frozenset(META_ATTRS)
+
+    @property
+    def InstRel(self) -> frozenset:
+        return frozenset(n for n, f in self.type.fields.items() if f.kind == ONE)
+
+    @property
+    def InstMRel(self) -> frozenset:
+        return frozenset(self.type.manys)
+
+    def getAttrType(self, attr: str) -> str:
+        """The ICAT type of an attribute (``String``, ``Date``...), or the
+        entity name a relation points to, as python-icat answers."""
+        if attr == "id":
+            return "Long"
+        attr = self.type.aliases.get(attr, attr)
+        if attr not in self.type.fields:
+            raise ValueError("Unknown attribute name '%s'" % attr)
+        return self.type.fields[attr].type
+
+    def truncateRelations(self, keepInstRel: bool = False) -> None:
+        """python-icat's: drop the one-to-many lists (and, unless
+        ``keepInstRel``, the many-to-one relations) of this copy."""
+        self.truncate_relations()
+        if not keepInstRel:
+            for name in self.InstRel:
+                self.values.pop(name, None)
+
+    # python-icat's calls on the object's client.
+    def _client(self):
+        try:
+            return object.__getattribute__(self, "client")
+        except AttributeError:
+            raise AttributeError("%s is bound to no client: create it through one "
+                                 "(client.create(obj))" % self.type.name) from None
+
+    def create(self) -> int:
+        """Create the object (and its embedded children) in its client's catalogue."""
+        self.id = self._client().create(self)
+        return self.id
+
+    def update(self) -> None:
+        self._client().update(self)
+
+    def delete(self) -> None:
+        self._client().delete_many([self])
 
     def __repr__(self):
         return "<%s id=%s %s>" % (self.type.name, self.id, {
