@@ -8,6 +8,7 @@ until the new one is whole.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import logging
@@ -25,6 +26,7 @@ def partial_file(path: str) -> tuple[int, str]:
     crash) cannot remove its partial file; the next dump to the same name
     does, once the process named in it no longer runs.
     """
+    refuse_directory(path)
     directory = os.path.dirname(os.path.abspath(path))
     prefix = ".%s." % os.path.basename(path)
     try:
@@ -77,29 +79,56 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
+def refuse_directory(path: str) -> None:
+    """An output name that is a directory (``-o .``, ``-o dir/``) is refused
+    before any work, not after the whole dump."""
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file name", path)
+
+
 def commit(stream, diskfile, tmp_name: str, final_name: str):
-    """Finish a partial file: flush, sync, close and rename it to ``final_name``."""
-    stream.flush()
-    if stream is not diskfile:
-        stream.close()        # the gzip trailer; the disk file stays open
-    diskfile.flush()
-    os.fsync(diskfile.fileno())
-    diskfile.close()
-    # mkstemp made the file private; give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)
-    os.replace(tmp_name, final_name)
+    """Finish a partial file: flush, sync, close and rename it to ``final_name``.
+
+    If that fails (a full disk takes the last buffered bytes), the partial
+    file is removed, and the error names ``final_name``.
+    """
+    try:
+        stream.flush()
+        if stream is not diskfile:
+            stream.close()        # the gzip trailer; the disk file stays open
+        diskfile.flush()
+        os.fsync(diskfile.fileno())
+        diskfile.close()
+        # mkstemp made the file private; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, final_name)
+    except OSError as exc:
+        discard(stream, diskfile, tmp_name)
+        raise named(exc, final_name) from None
 
 
 def discard(stream, diskfile, tmp_name: str):
-    """Give a partial file up: close and remove it."""
-    stream.close()
-    diskfile.close()
+    """Give a partial file up: close and remove it.  Closing may fail (a full
+    disk cannot take what is still buffered); the file goes all the same."""
+    for f in (stream, diskfile):
+        try:
+            f.close()
+        except (OSError, ValueError):
+            pass
     try:
         os.unlink(tmp_name)
     except FileNotFoundError:
         pass
+
+
+def named(exc: OSError, path: str) -> OSError:
+    """The error of a write to the output, naming the file asked for rather
+    than nothing (a write has no file name) or the temporary name."""
+    if exc.filename is None or os.path.basename(str(exc.filename)).endswith(".part"):
+        return OSError(exc.errno, exc.strerror, path)
+    return exc
 
 
 def _text_args(mode: str) -> dict:

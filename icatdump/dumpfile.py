@@ -27,6 +27,8 @@ sorting a big group on disk (:mod:`icatdump.spill`) and the key indexes
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import sys
 from collections import ChainMap
@@ -489,6 +491,24 @@ def _keyed_alike(objs) -> bool:
     return etype.key_fields != ("id",) and all(o.type is etype for o in objs)
 
 
+#: errno values of a failed write to the output file (full disk, quota...).
+_WRITE_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
+
+
+def _completing(finalize):
+    @functools.wraps(finalize)
+    def finalize_and_complete(self, *args, **kwargs):
+        self._finalizing = getattr(self, "_finalizing", 0) + 1
+        try:
+            result = finalize(self, *args, **kwargs)
+        finally:
+            self._finalizing -= 1
+        if not self._finalizing:
+            self.close()
+        return result
+    return finalize_and_complete
+
+
 class DumpFileWriter:
     """Base class of the backends that write a data file.
 
@@ -539,15 +559,27 @@ class DumpFileWriter:
         if exc_type is None:
             self.finalize()
             self.close()
-        else:
-            self.abort()
+            return None
+        self.abort()
+        if isinstance(exc, OSError) and self._final_name and exc.errno in _WRITE_ERRORS:
+            raise atomic.named(exc, self._final_name) from None
+        return None
+
+    def __init_subclass__(cls, **kwargs):
+        """python-icat's writers end with :meth:`finalize`: its users call
+        ``head()``, ``writedata()``... ``finalize()`` without ``with`` or
+        ``close()``.  So a subclass's ``finalize`` also completes the file
+        (renames it to its name) once the outermost call returns."""
+        super().__init_subclass__(**kwargs)
+        if "finalize" in cls.__dict__:
+            cls.finalize = _completing(cls.__dict__["finalize"])
 
     def close(self):
         """Finish writing: flush, close and move the file to its final name."""
         if self._closefile:
-            atomic.commit(self.outfile, self._diskfile, self._tmp_name, self._final_name)
             self._closefile = False
-        else:
+            atomic.commit(self.outfile, self._diskfile, self._tmp_name, self._final_name)
+        elif not self.outfile.closed:
             self.outfile.flush()
 
     def abort(self):

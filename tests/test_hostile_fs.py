@@ -102,3 +102,32 @@ def test_ctrl_c_while_starting_is_no_traceback(prog, module):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 130
     assert r.stderr == "%s: error: interrupted\n" % prog
+
+
+@pytest.mark.parametrize("name", ["d.yaml", "d.xml.gz"])
+def test_dump_into_a_full_disk_leaves_nothing_and_names_the_file(tmp_path, example, name):
+    cat = tmp_path / "c.sqlite"
+    init_catalogue(cat)
+    sample = str(example("icatdump-6.2.yaml"))
+    assert cli("ingest", "-q", "-w", str(cat), "-i", sample).returncode == 0
+    with small_disk(tmp_path / "disk", size="64k") as disk:
+        (disk / "filler").write_bytes(b"x" * 56 * 1024)
+        target = disk / name
+        r = cli("dump", "-q", "-w", str(cat), "-o", str(target))
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr
+        assert str(target) in r.stderr and "No space left" in r.stderr, r.stderr
+        assert sorted(os.listdir(disk)) == ["filler"]
+
+
+@pytest.mark.parametrize("output", [".", "sub", "sub/", "missing/"])
+def test_output_directory_refused_before_any_work(tmp_path, output):
+    cat = tmp_path / "c.sqlite"
+    init_catalogue(cat)
+    (tmp_path / "sub").mkdir()
+    r = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-q", "-w", str(cat),
+                        "-o", output], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.count("\n") == 1 and output.rstrip("/") in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite", "sub"]
+    assert list((tmp_path / "sub").iterdir()) == []
