@@ -10,11 +10,43 @@ importing them.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 
 from .client import Client
 
 #: Known backends: format name (as registered) → (reader class, writer class).
-Backends: dict[str, tuple[type, type]] = {}
+_known: dict[str, tuple[type, type]] = {}
+
+
+class _DiscoveringRegistry(MutableMapping):
+    """python-icat's ``Backends``: the formats by name, read as a dict.
+
+    python-icat fills its ``Backends`` when its backends are imported;
+    ours come from entry points, loaded (:func:`discover_backends`) the
+    first time the mapping is read, so ``sorted(Backends)`` lists them
+    with no call before it.  Writing registers without loading anything.
+    """
+
+    def __getitem__(self, name):
+        return discover_backends()[name]
+
+    def __iter__(self):
+        return iter(list(discover_backends()))
+
+    def __len__(self):
+        return len(discover_backends())
+
+    def __setitem__(self, name, backend):
+        _known[name] = backend
+
+    def __delitem__(self, name):
+        del _known[name]
+
+    def __repr__(self):
+        return "Backends(%r)" % dict(self)
+
+
+Backends = _DiscoveringRegistry()
 
 #: Where each backend came from (for ``--list-formats``).
 BackendOrigins: dict[str, str] = {}
@@ -27,10 +59,10 @@ _log = logging.getLogger("icatdump.plugins")
 
 def _find_name(formatname: str) -> str | None:
     """The registered spelling of a format name, matched case-insensitively."""
-    if formatname in Backends:
+    if formatname in _known:
         return formatname
     folded = formatname.casefold()
-    return next((n for n in Backends if n.casefold() == folded), None)
+    return next((n for n in _known if n.casefold() == folded), None)
 
 
 def register_backend(formatname: str, reader, writer):
@@ -42,9 +74,9 @@ def register_backend(formatname: str, reader, writer):
     """
     old = _find_name(formatname)
     if old is not None:
-        del Backends[old]
+        del _known[old]
         BackendOrigins.pop(old, None)
-    Backends[formatname] = (reader, writer)
+    _known[formatname] = (reader, writer)
     BackendOrigins[formatname] = "registered in code by %s" % getattr(reader, "__module__", "?")
 
 
@@ -61,7 +93,7 @@ def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
     """
     global _discovered
     if _discovered:
-        return Backends
+        return _known
     _discovered = True
     from importlib.metadata import entry_points
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -80,9 +112,9 @@ def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
             continue
         if _find_name(ep.name) is not None:
             continue        # the module registered itself in code while loading
-        Backends[ep.name] = (reader, writer)
+        _known[ep.name] = (reader, writer)
         BackendOrigins[ep.name] = "%s (%s)" % (ep.value, dist.name if dist else "entry point")
-    return Backends
+    return _known
 
 
 def get_backend(formatname: str) -> tuple[type, type]:
@@ -91,8 +123,8 @@ def get_backend(formatname: str) -> tuple[type, type]:
     name = _find_name(formatname)
     if name is None:
         raise ValueError("unknown data file format '%s' (known: %s)"
-                         % (formatname, ", ".join(sorted(Backends))))
-    return Backends[name]
+                         % (formatname, ", ".join(sorted(_known))))
+    return _known[name]
 
 
 def open_dumpfile(client: Client, f, formatname: str, mode: str):
