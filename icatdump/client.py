@@ -12,73 +12,20 @@ import abc
 import contextlib
 
 from .entity import Entity
+from .errors import (ERROR_TYPES, IcatError, InternalError, NoSuchObjectError,
+                     NotImplementedError_, ObjectExistsError, ParameterError, PrivilegesError,
+                     SearchResultError, SessionError, ValidationError, error_for)
 from .keys import KeyError_, is_generic, parse_attr_values, split_key, unquote
 from .query import Query, literal
 from .schema import ATTRIBUTE, ONE, Schema
 from .snapshot import change_watch
 
-
-class IcatError(Exception):
-    """An error as ICAT reports it: a type, a message and, for createMany,
-    the offset of the failing object."""
-
-    type = "INTERNAL"
-
-    def __init__(self, message, offset=None, type=None):
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-        if type is not None:
-            self.type = type
-
-    def __str__(self):
-        return "%s: %s" % (self.type, self.message)
-
-
-class ParameterError(IcatError):
-    type = "BAD_PARAMETER"
-
-
-class InternalError(IcatError):
-    type = "INTERNAL"
-
-
-class PrivilegesError(IcatError):
-    type = "INSUFFICIENT_PRIVILEGES"
-
-
-class NoSuchObjectError(IcatError):
-    type = "NO_SUCH_OBJECT_FOUND"
-
-
-class ObjectExistsError(IcatError):
-    type = "OBJECT_ALREADY_EXISTS"
-
-
-class SessionError(IcatError):
-    type = "SESSION"
-
-
-class ValidationError(IcatError):
-    type = "VALIDATION"
-
-
-class NotImplementedError_(IcatError):
-    type = "NOT_IMPLEMENTED"
-
-
-ERROR_TYPES = {cls.type: cls for cls in (
-    ParameterError, InternalError, PrivilegesError, NoSuchObjectError,
-    ObjectExistsError, SessionError, ValidationError, NotImplementedError_)}
-
-
-def error_for(type_name: str, message: str, offset=None) -> IcatError:
-    """Build the IcatError subclass for an ICAT exception type name."""
-    return ERROR_TYPES.get(type_name, IcatError)(message, offset, type_name)
-
-
-class SearchResultError(ValueError):
-    """A search that had to find exactly one object found none or several."""
+# The errors of the client interface live in errors.py and are named here as
+# well, where they were first defined.
+__all__ = ["Client", "parse_unique_key", "ERROR_TYPES", "error_for", "IcatError",
+           "InternalError", "NoSuchObjectError", "NotImplementedError_",
+           "ObjectExistsError", "ParameterError", "PrivilegesError", "SearchResultError",
+           "SessionError", "ValidationError"]
 
 
 def parse_unique_key(schema: Schema, key: str):

@@ -39,6 +39,8 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 import click
 
+from .errors import ConfigError
+
 __all__ = ["ConfigError", "Config", "connection_options", "resolve", "complete_url",
            "is_remote", "default_catalogue_path", "config_search_path", "WSDL_PATH",
            "IDS_PATH"]
@@ -46,13 +48,6 @@ __all__ = ["ConfigError", "Config", "connection_options", "resolve", "complete_u
 WSDL_PATH = "/ICATService/ICAT?wsdl"
 IDS_PATH = "/ids"
 CFG_NAME = "icat.cfg"
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message is one line naming its source.
-
-    The commands print it and exit with status 2.
-    """
 
 
 # -- URLs ---------------------------------------------------------------------

@@ -10,12 +10,9 @@ float, bool, aware datetime), many-to-one relations hold another Entity or
 
 from __future__ import annotations
 
+from .errors import DataConsistencyError
 from .keys import quote, strip_name
 from .schema import ATTRIBUTE, MANY, META_ATTRS, ONE, EntityType
-
-
-class DataConsistencyError(ValueError):
-    """An object lacks what its unique key needs."""
 
 
 class Entity:

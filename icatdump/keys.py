@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import re
 
+from .errors import KeyError_
+
 _SAFE = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _QUOTE_TABLE = [chr(b) if b in _SAFE else "=%02X" % b for b in range(256)]
 _HEX = "0123456789ABCDEF"
 _GENERIC = re.compile(r"^[A-Za-z]+_\d{8}$")
-
-
-class KeyError_(ValueError):
-    """A key that does not follow the key grammar."""
 
 
 def quote(value) -> str:

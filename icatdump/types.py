@@ -11,16 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import math
 
+from .errors import ValueProblem
 from .schema import ENUMS, Field
 
 UTC = _dt.timezone.utc
 
 _TRUE = {"1", "yes", "y", "true", "t", "on"}
 _FALSE = {"0", "no", "n", "false", "f", "off"}
-
-
-class ValueProblem(ValueError):
-    """A value that cannot be converted to its attribute's type."""
 
 
 def parse_datetime(value) -> _dt.datetime:

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from icatdump import __version__
-from icatdump.cli import common
+from icatdump import errors
 from icatdump.cli.data import main as icatdata
 from icatdump.cli.dump import main as icatdump
 from icatdump.cli.ingest import main as icatingest
@@ -181,8 +181,10 @@ def _documented_codes(page: str) -> dict[int, str]:
 
 
 def test_documented_exit_codes_match_the_code():
-    expected = {common.EXIT_OK: "success", common.EXIT_DATA: "data",
-                common.EXIT_USAGE: "usage", common.EXIT_SERVER: "server", 130: "interrupted"}
+    expected = {errors.EXIT_OK: "success", errors.EXIT_DATA: "data",
+                errors.EXIT_USAGE: "usage", errors.EXIT_SERVER: "server",
+                errors.EXIT_INTERNAL: "internal", errors.EXIT_INTERRUPTED: "interrupted",
+                errors.EXIT_BROKEN_PIPE: "pipe"}
     for page in ("guide.md", "migration.md"):
         codes = _documented_codes(page)
         assert set(codes) == set(expected), page
@@ -190,7 +192,7 @@ def test_documented_exit_codes_match_the_code():
             assert word in codes[code], (page, code)
     readme = README.read_text(encoding="utf-8")
     assert re.search(r"0 success, 1 data problem, 2 usage or configuration problem,\s+"
-                     r"3 connection or server problem", readme)
+                     r"3 connection or server problem,\s+4 internal error", readme)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -1,38 +1,29 @@
 """What the commands share: opening a catalogue, sniffing formats, errors.
 
-Exit codes, the same for every command:
+Exit codes, the same for every command (defined in :mod:`icatdump.errors`):
 0 success, 1 a data problem (bad file, duplicate, validation),
-2 a usage or configuration problem, 3 a connection or server problem.
+2 a usage or configuration problem, 3 a connection or server problem,
+4 an internal error (a bug; its traceback goes to a log file).
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import io
 import os
 import re
 import sys
+import tempfile
 import traceback
 
 import click
 
-from ..client import IcatError, SessionError
-from ..errors import DataFileError
+from .. import __version__
+from ..errors import (EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, DataFileError,
+                      UsageProblem, classify, one_line)
 from ..registry import BackendOrigins, Backends, discover_backends
 from ..streams import GZIP_MAGIC, GunzipStream
-
-EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
-#: A closed output pipe: 128 + SIGPIPE, what a shell reports for a tool it killed.
-EXIT_BROKEN_PIPE = 141
-
-
-class UsageProblem(Exception):
-    """A problem with how the command was called (exit 2)."""
-
-
-class ServerProblem(Exception):
-    """A connection or server problem (exit 3)."""
-
 
 def fail(message: str, code: int, hint: str | None = None):
     click.echo("%s: error: %s" % (_prog(), message), err=True)
@@ -51,9 +42,10 @@ def _prog():
 
 
 def handle_errors(func):
-    """Turn every expected failure into one line on stderr and an exit code.
+    """Turn every failure into one line on stderr and an exit code.
 
-    ``--debug`` (or ICATDUMP_DEBUG=1) shows the traceback as well.
+    ``--debug`` (or ICATDUMP_DEBUG=1) shows the traceback as well; so does
+    ``-v`` for an internal error, whose traceback always goes to a log file.
     """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -65,7 +57,7 @@ def handle_errors(func):
         except KeyboardInterrupt as exc:
             if debug:
                 traceback.print_exc()
-            fail("interrupted", 130, getattr(exc, "hint", None))
+            fail("interrupted", EXIT_INTERRUPTED, getattr(exc, "hint", None))
         except BrokenPipeError:
             # The reader went away (``| head``): stop quietly, but not with
             # success, as a process killed by SIGPIPE does not; stdout goes
@@ -76,28 +68,35 @@ def handle_errors(func):
             if debug:
                 traceback.print_exc()
             code, message = classify(exc)
+            if code == EXIT_INTERNAL:
+                if kwargs.get("verbose") and not debug:
+                    traceback.print_exc()
+                fail(_internal_error(exc, message), code)
             # ``hint``: what to do next, e.g. how to resume an ingest.
             fail(message, code, getattr(exc, "hint", None))
     return wrapper
 
 
-def classify(exc: BaseException) -> tuple[int, str]:
-    """Exit code and one-line message for an exception."""
-    from .. import config as config_mod
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, getattr(config_mod, "ConfigError", ())) or isinstance(exc, UsageProblem):
-        return EXIT_USAGE, message
-    from ..store.lock import CatalogueBusy
-    if isinstance(exc, (ServerProblem, SessionError, CatalogueBusy)):
-        return EXIT_SERVER, message
-    if isinstance(exc, (DataFileError, IcatError, ValueError)):
-        return EXIT_DATA, message
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return EXIT_SERVER, message
-    if isinstance(exc, OSError):
-        name = getattr(exc, "filename", None)
-        return EXIT_DATA, "%s: %s" % (name, exc.strerror) if name else message
-    return EXIT_DATA, "%s: %s" % (type(exc).__name__, message)
+def _internal_error(exc: BaseException, message: str) -> str:
+    """The line for an exception nobody expected; its traceback goes to a
+    log file (under $ICATDUMP_HOME if set, else the temp directory) which
+    the line names, since it is a bug to report."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        home = os.environ.get("ICATDUMP_HOME")
+        folder = os.path.join(home, "log") if home else tempfile.gettempdir()
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="icatdump-error-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            # The command's name only: its arguments may hold a password.
+            log.write("%s %s %s\n%s" % (datetime.datetime.now().isoformat(timespec="seconds"),
+                                        _prog(), __version__, text))
+    except OSError as log_exc:
+        sys.stderr.write(text)
+        return ("internal error (a bug, please report it): %s; the traceback above "
+                "(no log file: %s)" % (message, one_line(log_exc)))
+    return ("internal error (a bug, please report it): %s; traceback in %s"
+            % (message, path))
 
 
 def debug_option(f):

@@ -31,6 +31,7 @@ from suds.transport.http import HttpTransport
 
 from ..client import Client, IcatError, SessionError, error_for
 from ..entity import Entity
+from ..errors import ServerError
 from ..schema import MANY, ONE, Schema
 from . import codec
 
@@ -50,7 +51,7 @@ NOT_IDEMPOTENT = frozenset(("create", "createMany", "update", "delete", "deleteM
 SID = object()
 
 
-class _Transient(ConnectionError):
+class _Transient(ServerError):
     """No usable reply: the connection dropped, or a 5xx that is no ICAT fault."""
 
 

@@ -17,6 +17,7 @@ import datetime as _dt
 import math
 
 from ..entity import Entity
+from ..errors import DecodeError
 from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
 from ..types import UTC, ValueProblem, parse_datetime, to_python
 
@@ -26,10 +27,6 @@ XSI_TYPE = "{%s}type" % XSI
 XSI_NIL = "{%s}nil" % XSI
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-
-
-class DecodeError(ValueError):
-    """A bean or value in a message that does not fit the schema."""
 
 
 # -- encoding -------------------------------------------------------------------

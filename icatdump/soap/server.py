@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from lxml import etree
 
 from ..client import Client, IcatError, ParameterError, NoSuchObjectError, error_for
+from ..errors import ClientFault
 from ..schema import DEFAULTS
 from . import codec, wsdl
 from .sessions import Sessions
@@ -48,10 +49,6 @@ _HEAD = ('<?xml version="1.0" encoding="UTF-8"?><S:Envelope xmlns:S="%s"><S:Body
 _TAIL = "</S:Body></S:Envelope>"
 _WRAPPER_NS = ('xmlns:ns2="%s" xmlns:xsi="%s" xmlns:xs="%s"'
                % (wsdl.TNS, codec.XSI, codec.XSD))
-
-
-class ClientFault(Exception):
-    """A request that is not a well-formed call of a known operation."""
 
 
 def _parser():

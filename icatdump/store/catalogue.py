@@ -16,6 +16,7 @@ import urllib.parse
 
 from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
+from ..errors import CatalogueError
 from ..schema import VERSIONS, Schema
 from .ddl import META_TABLE, NEW_FILE_PRAGMAS, PRAGMAS, meta_ddl, table_ddl
 from .loader import Budget, Loader
@@ -24,10 +25,6 @@ from .write import Writer
 
 DEFAULT_USER = "simple/root"
 DEFAULT_MAX_ENTITIES = 10000
-
-
-class CatalogueError(Exception):
-    """The file is not an embedded catalogue, or cannot become one."""
 
 
 def _connect(path: str, first_pragmas=()) -> sqlite3.Connection:
@@ -116,12 +113,17 @@ class EmbeddedClient(Client):
         self.user = user
         self._max_entities = max_entities
         self.read_only = not writable(path)
-        self.conn = _connect_read_only(path) if self.read_only else _connect(path)
+        conn = None
         try:
-            meta = dict(self.conn.execute("SELECT key, value FROM %s" % META_TABLE))
+            # The pragmas already read the file: a file that is no SQLite
+            # database fails here, before the metadata table is asked for.
+            conn = _connect_read_only(path) if self.read_only else _connect(path)
+            meta = dict(conn.execute("SELECT key, value FROM %s" % META_TABLE))
         except sqlite3.DatabaseError as exc:
-            self.conn.close()
+            if conn is not None:
+                conn.close()
             raise CatalogueError("%s is not an icatdump catalogue (%s)" % (path, exc)) from None
+        self.conn = conn
         self.schema_version = meta["schema_version"]
         self.schema = Schema.for_version(self.schema_version)
         self.apiversion = self.schema_version + ".0"

@@ -21,11 +21,8 @@ try:
 except ImportError:     # not POSIX: no locking, SQLite's own busy errors remain
     fcntl = None
 
-from .catalogue import CatalogueError, writable
-
-
-class CatalogueBusy(CatalogueError):
-    """Another process is writing the catalogue."""
+from ..errors import CatalogueBusy, CatalogueError
+from .catalogue import writable
 
 
 def _alive(pid: int) -> bool:
