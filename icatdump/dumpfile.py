@@ -552,7 +552,11 @@ class DumpFileWriter:
         self._chunk_count = 0      # top-level objects in the current chunk
 
     def __enter__(self):
-        self.head()
+        try:
+            self.head()
+        except BaseException:
+            self.abort()        # __exit__ is not called when __enter__ fails
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
