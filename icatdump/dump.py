@@ -146,9 +146,6 @@ DEFAULT_CHUNK_SIZE = 10000
 SPEC_OF = {s.entity: s for s in AUTH + STATIC + FUNDING + INVESTIGATION
            + DATA_COLLECTION + PUBLICATION + OTHER}
 
-#: Types dumped in an investigation's chunk.
-IN_INVESTIGATION = ("Sample", "Dataset", "Datafile")
-
 
 def _render_all(schema, specs, **params):
     return [q for q in (s.render(schema, **params) for s in specs) if q is not None]

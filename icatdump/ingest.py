@@ -69,7 +69,6 @@ class IngestStats:
     created: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     updated: Counter = field(default_factory=Counter)
-    batches: int = 0
     seconds: float = 0.0
 
     @property
@@ -280,7 +279,6 @@ class Ingester:
             raise ConnectionError("%s, chunk %d, batch %d: %s" % (
                 self.reader.name, self.reader.chunk_number, self._chunk_batches + 1,
                 exc)) from None
-        self.stats.batches += 1
         self._chunk_batches += 1
         self.stats.created.update(types)
         self._check_stop()
@@ -597,10 +595,10 @@ def _fewer_collections():
     A chunk's parsed records and objects stay alive while it is ingested --
     a YAML chunk is one document, composed whole -- so the collector's
     default thresholds promote them and then walk them again and again in
-    full collections (38 for a 10^5-object YAML file), about a fifth of
-    the ingest's time.  Reference cycles are rare here (a found object and
-    its children) and are still collected, every 50000 allocations instead
-    of 700.  The thresholds are put back afterwards.
+    full collections (doc/performance.md has the figures).  Reference
+    cycles are rare here (a found object and its children) and are still
+    collected, every 50000 allocations.  The thresholds are put back
+    afterwards.
     """
     before = gc.get_threshold()
     gc.set_threshold(max(before[0], 50000), *before[1:])

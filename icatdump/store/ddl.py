@@ -9,7 +9,7 @@ duplicates; every relation column not already leading that index gets its own
 index, because INCLUDE loading and cascading deletes look children up by it.
 
 Not-null, string lengths and the existence of related objects are checked in
-Python (ICAT reports them with specific messages, see ``rows.py``), so the
+Python (ICAT reports them with specific messages, see ``write.py``), so the
 columns carry only the type affinity.  The ``REFERENCES`` clauses document
 the relations (and give ``ON DELETE CASCADE`` its ICAT meaning for tools that
 enable foreign keys); the store itself runs with foreign keys off and
@@ -34,8 +34,8 @@ SQL_TYPES = {
 #: synchronous=NORMAL is durable at checkpoints and much faster than FULL,
 #: and LIKE is case-sensitive as in ICAT's JPQL on case-sensitive databases.
 #: The page cache is 16 MiB: a bigger one only fills up as the catalogue
-#: grows (64 MiB made a 10^6-object ingest need 2.3x the memory of a
-#: 10^5-object one) and was not measurably faster.
+#: grows, so memory would follow the catalogue's size, without making
+#: ingest faster (doc/performance.md has the figures).
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
@@ -48,7 +48,7 @@ PRAGMAS = (
 
 #: Set when a catalogue file is created, before anything else (the page
 #: size is fixed once the file has content or is in WAL mode).  Pages of
-#: 16 KiB made bulk inserts about a fifth faster than SQLite's 4 KiB.
+#: 16 KiB suit bulk inserts better than SQLite's 4 KiB (doc/performance.md).
 NEW_FILE_PRAGMAS = ("PRAGMA page_size = 16384",)
 
 

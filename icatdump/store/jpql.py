@@ -542,12 +542,3 @@ def parse(text: str) -> Query:
         raise ParameterError("Only JPQL queries starting with SELECT are supported "
                              "(the old concise syntax is not): %r" % text)
     return Parser(text.strip(" ")).parse()
-
-
-def parse_include(text: str) -> list | str:
-    """Parse an INCLUDE clause on its own (for ``get``)."""
-    p = Parser(text)
-    result = p.include()
-    if not p.at("END"):
-        p.error("expected end of INCLUDE clause")
-    return result

@@ -170,12 +170,6 @@ class Translator:
         lit = jpql.Literal(value, "enum")
         return self.bind_literal(lit)
 
-    def entity_source(self, v: Value) -> Source:
-        """The joined table of an entity-valued expression (joining if needed)."""
-        if v.source is not None:
-            return v.source
-        raise ParameterError("cannot select or include through %s" % v.sql)
-
     # -- literals -------------------------------------------------------------
     def bind(self, value, source=None) -> str:
         """A parameter; ``source`` is where it comes from (see ``Plan.sources``)."""
@@ -392,7 +386,7 @@ class Translator:
             parts.append("ORDER BY " + ", ".join(items))
         return parts
 
-    def assemble(self, select_sql, distinct, root, tail_parts, params_select, params_tail):
+    def assemble(self, select_sql, distinct, root, tail_parts):
         sql = "SELECT %s%s FROM %s %s" % ("DISTINCT " if distinct else "", select_sql,
                                           q(root.etype.name), root.alias)
         if self.joins:
@@ -409,7 +403,7 @@ class Translator:
         sel_params = self.params
         self.params = []
         tail = self.tail(query)
-        sql = self.assemble(sel, query.distinct, root, tail, None, None)
+        sql = self.assemble(sel, query.distinct, root, tail)
         return sql, sel_params + self.params, values
 
     def translate(self, query: jpql.Query) -> Plan:
@@ -441,7 +435,7 @@ class Translator:
         select_params = self.params
         self.params = []
         tail = self.tail(query)
-        sql = self.assemble(select_sql, query.distinct, root, tail, None, None)
+        sql = self.assemble(select_sql, query.distinct, root, tail)
         params = select_params + self.params
         if query.limit is not None:
             offset, count = query.limit
