@@ -6,7 +6,9 @@ relations (name, target, not-null) and its one-to-many relations
 (name, target, mappedBy).  Do not edit by hand.
 """
 
-ENTITIES = {'Affiliation': {'unique': ('user', 'name'),
+from typing import Any
+
+ENTITIES: dict[str, dict[str, Any]] = {'Affiliation': {'unique': ('user', 'name'),
                  'attrs': (('fullReference', 'String', 1023, False),
                            ('name', 'String', 255, True),
                            ('pid', 'String', 255, False)),
