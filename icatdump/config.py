@@ -92,10 +92,9 @@ def default_catalogue_path(env: Mapping[str, str] = os.environ) -> Path:
     home = env.get("ICATDUMP_HOME")
     if home:
         return Path(home).expanduser() / "catalogue.sqlite"
-    data = env.get("XDG_DATA_HOME")
-    if not data or not os.path.isabs(data):
-        data = _home(env) / ".local" / "share"
-    return Path(data) / "icatdump" / "catalogue.sqlite"
+    xdg = env.get("XDG_DATA_HOME")
+    data = Path(xdg) if xdg and os.path.isabs(xdg) else _home(env) / ".local" / "share"
+    return data / "icatdump" / "catalogue.sqlite"
 
 
 def _home(env: Mapping[str, str]) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .client import Client
 from .entity import Entity
@@ -45,9 +45,8 @@ def _adapted(schema: Schema, entity: str, includes: tuple, order: tuple | None):
     """A spec's includes and order for a schema; the same for every
     investigation and dataset, so worked out once."""
     etype = schema[entity]
-    includes = [p for p in (_existing_prefix(schema, etype, p) for p in includes) if p]
-    order = list(order) if order is not None else natural_order(schema, etype)
-    return includes, order
+    existing = [p for p in (_existing_prefix(schema, etype, p) for p in includes) if p]
+    return existing, list(order) if order is not None else natural_order(schema, etype)
 
 
 def _existing_prefix(schema: Schema, etype, path: str) -> str:
@@ -233,7 +232,8 @@ class Selection:
         spec = SPEC_OF[name]
         spec = QuerySpec(name, includes=spec.includes, order=())
         query = spec.render(client.schema)
-        objs, ids = [], sorted(ids)
+        objs: list[Entity] = []
+        ids = sorted(ids)
         pager = Pager(client)
         for i in range(0, len(ids), 500):
             query.conditions["id"] = "IN (%s)" % ", ".join(map(str, ids[i:i + 500]))
@@ -266,7 +266,7 @@ def _chunk(client, specs, selection, **params) -> list:
 
 
 def plan(client: Client, selection: Selection | None = None
-         ) -> Iterator[tuple[str, list, int]]:
+         ) -> Iterator[tuple[str, Iterable, int]]:
     """Yield ``(chunk name, queries, page size)`` for each chunk of a dump.
 
     The queries of a chunk may be a generator (an investigation's datafiles

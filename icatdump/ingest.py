@@ -378,20 +378,20 @@ class Ingester:
                 continue        # nothing to search with IN: one by one
             varying = max(spread)[1]
             is_ref = etype.fields[varying].kind == ONE
-            searches: dict[tuple, list[Entity]] = {}
+            searches: dict[tuple, list[int]] = {}     # fixed conditions -> members
             for i, obj in enumerate(group):
                 if values[varying][i] is None:
                     continue    # "IS NULL" cannot go into IN: one by one
-                fixed = []
+                pinned = []
                 for n in others:
                     if n == varying:
                         continue
                     v = values[n][i]
                     ref = etype.fields[n].kind == ONE
-                    fixed.append((n + ".id" if ref and v is not None else n,
-                                  "IS NULL" if v is None else
-                                  "= %d" % v if ref else "= " + literal(v)))
-                searches.setdefault(tuple(fixed), []).append(i)
+                    pinned.append((n + ".id" if ref and v is not None else n,
+                                   "IS NULL" if v is None else
+                                   "= %d" % v if ref else "= " + literal(v)))
+                searches.setdefault(tuple(pinned), []).append(i)
             # A search returns an object per member (two with the INCLUDE of
             # a relation): parts stay well under the server's maxEntities,
             # and one refused anyway is tried again in halves.
@@ -519,7 +519,7 @@ class Ingester:
         in which ``obj`` has embedded children."""
         etype = obj.type
         ids = ", ".join(str(c.id) for c in candidates)
-        theirs = {c.id: {} for c in candidates}
+        theirs: dict[int | None, dict[str, list]] = {c.id: {} for c in candidates}
         mine = {}
         for name, f in etype.manys.items():
             kids = obj.values.get(name)

@@ -192,9 +192,10 @@ def _by_type(objs: list[Entity], order: dict[str, int]) -> list[list[Entity]]:
 def _investigation_of(obj: Entity) -> Entity | None:
     if obj.type.name == "Investigation":
         return obj
+    parent: Entity | None = obj
     if obj.type.name == "Datafile":
-        obj = obj.values.get("dataset")
-    return obj.values.get("investigation") if obj is not None else None
+        parent = obj.values.get("dataset")
+    return parent.values.get("investigation") if parent is not None else None
 
 
 def _publication_of(obj: Entity) -> Entity | None:

@@ -140,7 +140,7 @@ class EmbeddedClient(Client):
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
-            self.conn = None
+            self.conn = None        # type: ignore[assignment]  # closed: not to be used again
 
     @property
     def max_entities(self) -> int:

@@ -153,7 +153,7 @@ class Query:
 @dataclass
 class Token:
     kind: str            # KW NAME STR INT REAL PARAM TS OP PUNCT END
-    value: object
+    value: str
     pos: int
 
 
@@ -196,12 +196,14 @@ def tokenize(text: str) -> list[Token]:
         if ch in "0123456789" or (ch == "-" and text[i + 1:i + 2].isdigit()
                                   and text[i + 1].isascii()):
             m = _NUMBER.match(text, i)
+            assert m is not None        # a digit, or '-' and a digit, starts a number
             s = m.group(0)
             tokens.append(Token("REAL" if ("." in s or "e" in s or "E" in s) else "INT", s, i))
             i = m.end()
             continue
         if (ch.isascii() and ch.isalpha()) or ch in "$_":
             m = _NAME.match(text, i)
+            assert m is not None        # a letter, '$' or '_' starts a name
             word = m.group(0)
             up = word.upper()
             if up in KEYWORDS:
@@ -233,7 +235,7 @@ def tokenize(text: str) -> list[Token]:
             i += 1
             continue
         raise ParameterError("Unexpected character %r at position %d in %r" % (ch, i, text))
-    tokens.append(Token("END", None, n))
+    tokens.append(Token("END", "", n))
     return tokens
 
 
@@ -320,7 +322,7 @@ class Parser:
         return q
 
     def joins(self) -> list[Join]:
-        joins = []
+        joins: list[Join] = []
         while True:
             if self.at("KW", "JOIN") or self.at("KW", "INNER") or self.at("KW", "LEFT"):
                 kind = "INNER"

@@ -122,7 +122,8 @@ class Loader:
     def entities(self, etype: EntityType, rows, include, var, budget: Budget) -> list[Entity]:
         """Entities from result rows (duplicates share one object), includes filled."""
         rl = self.row_loader(etype)
-        by_id, result = {}, []
+        by_id: dict = {}
+        result: list[Entity] = []
         for row in rows:
             item = by_id.get(row[0])
             if item is None:

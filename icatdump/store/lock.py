@@ -19,7 +19,7 @@ import os
 try:
     import fcntl
 except ImportError:     # not POSIX: no locking, SQLite's own busy errors remain
-    fcntl = None
+    fcntl = None        # type: ignore[assignment]
 
 from ..errors import CatalogueBusy, CatalogueError
 from .catalogue import writable

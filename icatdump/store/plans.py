@@ -66,6 +66,7 @@ def scan(text: str) -> tuple[str, list]:
 def _value(kind: str, text: str, field):
     """The parameter bound for a literal of ``kind`` written ``text``,
     compared with ``field`` (or None), as ``sqlgen.Translator`` binds it."""
+    raw: str | int | float
     if kind == "str":
         raw = text[1:-1].replace("''", "'")
     elif kind == "num":

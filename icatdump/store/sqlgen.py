@@ -363,6 +363,7 @@ class Translator:
                     raise ParameterError("Cannot join from %s" % ".".join(j.path.parts[:-1]))
                 parent = self.resolve(jpql.Path(j.path.parts[:-1] + ("id",)))
             src = parent.source
+            assert src is not None      # resolved through "id" above
             f = self.field_of(src.etype, j.path.parts[-1])
             if f.kind == ATTRIBUTE:
                 raise ParameterError("Cannot join %s: it is an attribute" % ".".join(j.path.parts))

@@ -475,7 +475,7 @@ class Writer:
             if self.conn.execute("SELECT 1 FROM %s WHERE id = ?" % q(b.name),
                                  (ent.id,)).fetchone() is None:
                 raise NoSuchObjectError("%s[id:%d] not found." % (b.name, ent.id))
-            refs = defaultdict(set)
+            refs: defaultdict[str, set] = defaultdict(set)
             row = b.row(ent, ent.id, now_sql(), user, None, None, {}, refs)
             try:
                 self.conn.execute(b.update, row[3:5] + row[5:] + [ent.id])
