@@ -42,7 +42,7 @@ _HOMES = {
     "IcatError": "errors", "ParameterError": "errors", "InternalError": "errors",
     "PrivilegesError": "errors", "NoSuchObjectError": "errors",
     "ObjectExistsError": "errors", "SessionError": "errors", "ValidationError": "errors",
-    "NotImplementedError_": "errors",
+    "NotImplementedError_": "errors", "CatalogueChanged": "errors",
 }
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "ServerError", "DataFileError", "DataConsistencyError", "ValueProblem", "KeyError_",
     "SearchResultError", "DecodeError", "IcatError", "ParameterError", "InternalError",
     "PrivilegesError", "NoSuchObjectError", "ObjectExistsError", "SessionError",
-    "ValidationError", "NotImplementedError_",
+    "ValidationError", "NotImplementedError_", "CatalogueChanged",
 ]
 
 if TYPE_CHECKING:   # what the lazy names are, for type checkers and editors
@@ -63,7 +63,7 @@ if TYPE_CHECKING:   # what the lazy names are, for type checkers and editors
     from .dumpfile import (Backends, DumpFileReader, DumpFileWriter, open_dumpfile,
                            register_backend)
     from .entity import Entity
-    from .errors import (CatalogueBusy, CatalogueError, ConfigError, DataConsistencyError,
+    from .errors import (CatalogueBusy, CatalogueChanged, CatalogueError, ConfigError, DataConsistencyError,
                          DataFileError, DecodeError, IcatdumpError, IcatError, InternalError,
                          KeyError_, NoSuchObjectError, NotImplementedError_,
                          ObjectExistsError, ParameterError, PrivilegesError,

@@ -32,7 +32,7 @@ __all__ = [
     "EXIT_BROKEN_PIPE",
     "IcatdumpError", "UsageProblem", "ConfigError", "CatalogueError", "CatalogueBusy",
     "ServerError", "DataFileError", "DataConsistencyError", "ValueProblem", "KeyError_",
-    "SearchResultError", "DecodeError", "ClientFault",
+    "SearchResultError", "DecodeError", "ClientFault", "CatalogueChanged",
     "IcatError", "ParameterError", "InternalError", "PrivilegesError", "NoSuchObjectError",
     "ObjectExistsError", "SessionError", "ValidationError", "NotImplementedError_",
     "ERROR_TYPES", "error_for", "classify",
@@ -130,6 +130,17 @@ class ValueProblem(IcatdumpError, ValueError):
 
 class KeyError_(IcatdumpError, ValueError):
     """A key that does not follow the key grammar."""
+
+
+class CatalogueChanged(IcatdumpError, ValueError):
+    """Objects were created, changed or deleted while the dump read them."""
+
+    hint = ("no file was written: dump again while nothing writes to the catalogue "
+            "(a server offers no snapshot to read one state from)")
+
+    def __init__(self, changed: list[str]):
+        self.changed = changed
+        super().__init__("the catalogue changed while it was dumped (%s)" % ", ".join(changed))
 
 
 class SearchResultError(IcatdumpError, ValueError):

@@ -25,16 +25,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-
-class CatalogueChanged(ValueError):
-    """Objects were created, changed or deleted while the dump read them."""
-
-    hint = ("no file was written: dump again while nothing writes to the catalogue "
-            "(a server offers no snapshot to read one state from)")
-
-    def __init__(self, changed: list[str]):
-        self.changed = changed
-        super().__init__("the catalogue changed while it was dumped (%s)" % ", ".join(changed))
+from .errors import CatalogueChanged
 
 
 def fingerprint(client) -> dict[str, tuple]:

@@ -47,6 +47,7 @@ OLD_HOMES = {
     "icatdump.soap.codec": ["DecodeError"],
     "icatdump.soap.server": ["ClientFault"],
     "icatdump.keys": ["KeyError_"],
+    "icatdump.snapshot": ["CatalogueChanged"],
 }
 
 
@@ -68,7 +69,7 @@ def test_one_root_and_an_exit_code_each():
         assert issubclass(cls, IcatdumpError), cls
         assert cls.exit_code in (EXIT_DATA, EXIT_USAGE, EXIT_SERVER), cls
     for name in ("DataFileError", "DataConsistencyError", "ValueProblem", "KeyError_",
-                 "SearchResultError", "DecodeError"):
+                 "SearchResultError", "DecodeError", "CatalogueChanged"):
         assert issubclass(getattr(errors, name), ValueError), name
     assert issubclass(errors.ServerError, ConnectionError)
     assert classify(errors.ConfigError("icat.cfg: no section [x]")) == \
