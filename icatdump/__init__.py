@@ -63,8 +63,8 @@ if TYPE_CHECKING:   # what the lazy names are, for type checkers and editors
     from .dumpfile import (Backends, DumpFileReader, DumpFileWriter, open_dumpfile,
                            register_backend)
     from .entity import Entity
-    from .errors import (CatalogueBusy, CatalogueChanged, CatalogueError, ConfigError, DataConsistencyError,
-                         DataFileError, DecodeError, IcatdumpError, IcatError, InternalError,
+    from .errors import (CatalogueBusy, CatalogueChanged, CatalogueError, ConfigError,
+                         DataConsistencyError, DataFileError, DecodeError, IcatdumpError, IcatError, InternalError,
                          KeyError_, NoSuchObjectError, NotImplementedError_,
                          ObjectExistsError, ParameterError, PrivilegesError,
                          SearchResultError, ServerError, SessionError, UsageProblem,

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from .client import Client
+from .dumpfile import DumpFileWriter
 from .entity import Entity
 from .paging import Limited, Pager, batched, ids_of
 from .query import Query, literal, natural_order
@@ -332,7 +333,7 @@ def _investigation(client, inv_id, selection, inv) -> Iterator:
         yield from _datafile_groups(client, inv_id, restrict=files)
 
 
-def dump(client: Client, writer, progress=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+def dump(client: Client, writer: DumpFileWriter, progress=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
          max_entities: int | None = None, selection: Selection | None = None,
          prefetch: bool | None = None) -> int:
     """Write every chunk of the plan; returns the number of objects written.

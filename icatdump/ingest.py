@@ -667,6 +667,7 @@ def _signature(child: Entity, back: str):
     return tuple(sig)
 
 
-def ingest(client: Client, reader: DumpFileReader, duplicate="THROW", **kw) -> IngestStats:
+def ingest(client: Client, reader: DumpFileReader, duplicate: str = "THROW",
+           **kw) -> IngestStats:
     """Convenience wrapper: ``Ingester(client, reader, ...).run()``."""
     return Ingester(client, reader, duplicate, **kw).run()

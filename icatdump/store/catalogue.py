@@ -47,7 +47,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, isolation_level=None)
 
 
-def init_catalogue(path, version: str = "6.2") -> None:
+def init_catalogue(path: str | os.PathLike[str], version: str = "6.2") -> None:
     """Create a new, empty catalogue of ICAT schema ``version`` at ``path``.
 
     Refuses to touch an existing non-empty file: a catalogue is never
@@ -104,7 +104,7 @@ class EmbeddedClient(Client):
 
     transactional = True
 
-    def __init__(self, path, user: str = DEFAULT_USER,
+    def __init__(self, path: str | os.PathLike[str], user: str = DEFAULT_USER,
                  max_entities: int = DEFAULT_MAX_ENTITIES):
         path = os.fspath(path)
         if not os.path.exists(path) or os.path.getsize(path) == 0:
