@@ -50,6 +50,11 @@ class IcatdumpError(Exception):
     exit_code: int = EXIT_DATA
     hint: str | None = None
 
+    def __init__(self, *args, hint: str | None = None):
+        super().__init__(*args)
+        if hint is not None:
+            self.hint = hint
+
 
 # -- usage and configuration (exit 2) -------------------------------------------
 

@@ -78,6 +78,9 @@ def test_one_root_and_an_exit_code_each():
     assert classify(errors.CatalogueBusy("pid 7 writes x"))[0] == EXIT_SERVER
     assert classify(errors.SessionError("expired")) == (EXIT_SERVER, "SESSION: expired")
     assert classify(errors.ObjectExistsError("x"))[0] == EXIT_DATA
+    assert errors.UsageProblem("no such file").hint is None
+    assert errors.UsageProblem("no such file", hint="give -i FILE").hint == "give -i FILE"
+    assert errors.CatalogueChanged(["Dataset"]).hint.startswith("no file was written")
     err = errors.DataFileError("bad\n value", "f.xml", 2, 14, "Facility_name-A")
     assert classify(err) == (EXIT_DATA, "f.xml, chunk 2, line 14, Facility_name-A: bad value")
 
