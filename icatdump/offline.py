@@ -75,7 +75,7 @@ class OfflineClient(Client):
     def _placeholder(self, key: str) -> Entity:
         etype, parts = parse_unique_key(self.schema, key)
         name = etype.name
-        values = {}
+        values: dict[str, object] = {}
         for attr, raw in parts.items():
             f = etype.fields.get(attr)
             if f is None or f.kind not in (ATTRIBUTE, ONE):
