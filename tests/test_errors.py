@@ -177,3 +177,17 @@ def test_w_names_a_file_that_is_no_catalogue(command, tmp_path, example):
     assert len(lines) == 1 and "notacatalogue.txt is not an icatdump catalogue" in lines[0], \
         proc.stderr
     assert not (tmp_path / "out.xml").exists()
+
+
+def test_internal_error_without_a_log_directory(buggy_site, tmp_path):
+    """No place for the log (ICATDUMP_HOME is a file): the traceback goes to
+    stderr instead of being lost, and the last line says why."""
+    init_catalogue(tmp_path / "cat.sqlite")
+    (tmp_path / "home").write_text("not a directory")
+    proc = run(["icatdump.cli.dump", "-w", "cat.sqlite", "-f", "BUGGY", "-o", "out"],
+               tmp_path, buggy_site)
+    assert proc.returncode == EXIT_INTERNAL, proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert "internal error" in last and "the traceback above (no log file: " in last
+    assert str(tmp_path / "home") in last
