@@ -84,7 +84,7 @@ def _internal_error(exc: BaseException, message: str) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         home = os.environ.get("ICATDUMP_HOME")
-        folder = os.path.join(home, "log") if home else tempfile.gettempdir()
+        folder = os.path.join(os.path.expanduser(home), "log") if home else tempfile.gettempdir()
         os.makedirs(folder, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix="icatdump-error-", suffix=".log", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as log:
