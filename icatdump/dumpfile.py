@@ -157,7 +157,7 @@ class DumpFileReader:
         Objects are new (not yet created); their references are resolved.
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
         """
-        lines = {}      # key -> line: a key defined twice would shadow the first
+        lines: dict[str, int] = {}      # key -> line: a key defined twice would shadow the first
         lookup = _index_getter(objindex)
         for raw in self._located(self.parse_chunk(data)):
             key = raw.key
@@ -663,7 +663,8 @@ class DumpFileWriter:
         local = keyindex.maps[0] if isinstance(keyindex, ChainMap) else keyindex
         # Sort keys of shared objects are made once for the whole call
         # (children included, see record); ``objs`` holds every object seen.
-        self._sort_memo = memo = {}
+        memo: dict = {}
+        self._sort_memo = memo
         try:
             for obj in sorted(objs, key=lambda o: o.sortkey(memo)):
                 name = obj.type.name
@@ -695,7 +696,8 @@ class DumpFileWriter:
         own_writeobj = type(self).writeobj is not DumpFileWriter.writeobj
         with SpilledRuns() as runs:
             for run in batched(objs, self.sort_run):
-                self._sort_memo = memo = {}      # valid while ``run`` is held
+                memo: dict = {}
+                self._sort_memo = memo          # valid while ``run`` is held
                 try:
                     entries = []
                     for sortkey, obj in sorted(((o.sortkey(memo), o) for o in run),

@@ -103,7 +103,7 @@ class Pager:
             full = len(page) >= size
             if full:
                 # Only a full page has a next one to size; weighing is not free.
-                memo = {}
+                memo: dict = {}
                 per_object = max(_weight(o, memo) for o in page)
                 self.size = max(1, min(self.cap, int(self.limit * self.budget) // per_object))
             return page, full
@@ -120,7 +120,8 @@ class Pager:
     def _split_includes(self, query: Query, last) -> list:
         """One object, its one-to-many INCLUDEs fetched relation by relation."""
         etype = self.schema[query.entity]
-        ones, manys = [], {}
+        ones: list[str] = []
+        manys: dict[str, list[str]] = {}
         for path in query.includes:
             head, _, rest = path.partition(".")
             if etype.fields[head].kind == ONE:
@@ -190,7 +191,7 @@ def ids_of(client: Client, entity: str, order, page: int = 1000) -> Iterator[int
     includes = sorted({p.rpartition(".")[0] for p in order if "." in p})
     aliases = _assign_aliases({q for p in order for q in _prefixes(p)})
     page = max(1, min(page, client.max_entities // (2 + len(includes))))
-    after = {}
+    after: dict[str, str] = {}
     while True:
         query = Query(entity, conditions=after, order=order, includes=includes,
                       limit=(0, page))

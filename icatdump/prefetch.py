@@ -21,7 +21,7 @@ def fetched_ahead(items: Iterable, pages_of: Callable[[Any], Iterator[list]],
     never used from two threads at once; it runs at most ``depth`` pages
     ahead, so memory stays bounded however big a group is.
     """
-    pages = queue.Queue(depth)
+    pages: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
     def put(message) -> bool:
