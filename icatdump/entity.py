@@ -10,6 +10,8 @@ float, bool, aware datetime), many-to-one relations hold another Entity or
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import DataConsistencyError
 from .keys import quote, strip_name
 from .schema import ATTRIBUTE, MANY, META_ATTRS, ONE, EntityType
@@ -24,6 +26,9 @@ class Entity:
     never need it.
     """
     __slots__ = ("type", "id", "values", "client")
+    #: The client that made the object (set by readers and searches; unset
+    #: until then), for python-icat's ``create()``/``update()``/``delete()``.
+    client: Any
 
     def __init__(self, etype: EntityType, values: dict | None = None, id: int | None = None):
         self.type = etype

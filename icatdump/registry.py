@@ -10,12 +10,14 @@ importing them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import MutableMapping
+from typing import IO, Any
 
 from .client import Client
 
 #: Known backends: format name (as registered) → (reader class, writer class).
-_known: dict[str, tuple[type, type]] = {}
+_known: dict[str, tuple[type[Any], type[Any]]] = {}
 
 
 class _DiscoveringRegistry(MutableMapping):
@@ -65,7 +67,7 @@ def _find_name(formatname: str) -> str | None:
     return next((n for n in _known if n.casefold() == folded), None)
 
 
-def register_backend(formatname: str, reader, writer):
+def register_backend(formatname: str, reader: type[Any], writer: type[Any]) -> None:
     """Register a backend in code.
 
     It wins over an entry point of the same name (in any letter case),
@@ -80,7 +82,7 @@ def register_backend(formatname: str, reader, writer):
     BackendOrigins[formatname] = "registered in code by %s" % getattr(reader, "__module__", "?")
 
 
-def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
+def discover_backends(warn: bool = True) -> dict[str, tuple[type[Any], type[Any]]]:
     """Load the backends of the ``icatdump.backends`` entry-point group.
 
     Lazy and once per process: nothing is imported until a format is first
@@ -117,7 +119,7 @@ def discover_backends(warn: bool = True) -> dict[str, tuple[type, type]]:
     return _known
 
 
-def get_backend(formatname: str) -> tuple[type, type]:
+def get_backend(formatname: str) -> tuple[type[Any], type[Any]]:
     """The (reader, writer) of a format; the name's letter case does not matter."""
     discover_backends()
     name = _find_name(formatname)
@@ -127,7 +129,8 @@ def get_backend(formatname: str) -> tuple[type, type]:
     return _known[name]
 
 
-def open_dumpfile(client: Client, f, formatname: str, mode: str):
+def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any], formatname: str,
+                  mode: str) -> Any:
     """Open a data file for reading (``mode="r"``) or writing (``"w"``)."""
     reader, writer = get_backend(formatname)
     if mode == "r":
