@@ -29,8 +29,8 @@ GENERATOR = "icatdump (icatdump %s)" % __version__
 
 #: Each public name and the module that defines it.
 _HOMES = {
-    "open_dumpfile": "dumpfile", "DumpFileReader": "dumpfile", "DumpFileWriter": "dumpfile",
-    "Backends": "dumpfile", "register_backend": "dumpfile",
+    "open_dumpfile": "registry", "DumpFileReader": "dumpfile", "DumpFileWriter": "dumpfile",
+    "Backends": "registry", "register_backend": "registry",
     "Client": "client", "Entity": "entity",
     "EmbeddedClient": "store", "init_catalogue": "store",
     "SoapClient": "soap.client",
@@ -60,8 +60,7 @@ __all__ = [
 if TYPE_CHECKING:   # what the lazy names are, for type checkers and editors
     from .client import Client
     from .dump import Selection
-    from .dumpfile import (Backends, DumpFileReader, DumpFileWriter, open_dumpfile,
-                           register_backend)
+    from .dumpfile import DumpFileReader, DumpFileWriter
     from .entity import Entity
     from .errors import (CatalogueBusy, CatalogueChanged, CatalogueError, ConfigError,
                          DataConsistencyError, DataFileError, DecodeError, IcatdumpError, IcatError, InternalError,
@@ -70,6 +69,7 @@ if TYPE_CHECKING:   # what the lazy names are, for type checkers and editors
                          SearchResultError, ServerError, SessionError, UsageProblem,
                          ValidationError, ValueProblem)
     from .ingest import Ingester, IngestStats
+    from .registry import Backends, open_dumpfile, register_backend
     from .soap.client import SoapClient
     from .store import EmbeddedClient, init_catalogue
 

@@ -36,7 +36,7 @@ def test_package_import_is_cheap():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert proc.stdout.split() == []
-    code = ("import sys; from icatdump import open_dumpfile, DataFileError; "
+    code = ("import sys; from icatdump import DumpFileReader, DataFileError; "
             "print('icatdump.dumpfile' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
