@@ -226,9 +226,11 @@ class YAMLDumpFileReader(DumpFileReader):
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise _yaml_error(exc) from None
-        except (ValueError, OverflowError) as exc:
+        except (ValueError, OverflowError, AttributeError) as exc:
             # PyYAML's constructors let these through: "2010-13-45" is
-            # matched as a timestamp, then datetime() refuses month 13.
+            # matched as a timestamp, then datetime() refuses month 13;
+            # an offset with seconds ("-00:16:08") is matched by the
+            # resolver but not by the constructor's own expression.
             raise DataFileError("invalid %s value %r: %s"
                                 % (node.tag.rsplit(":", 1)[-1], node.value, exc),
                                 line=_line(node)) from None

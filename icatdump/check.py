@@ -32,7 +32,8 @@ from .keyindex import RefCache
 from .keys import KeyError_, is_generic, parse_attr_values, split_key
 from .offline import OfflineClient
 from .registry import get_backend
-from .schema import DEFAULTS, MANY, ONE, Schema
+from .rules import rules_of
+from .schema import MANY, ONE, Schema
 
 
 def read_head(fmt: str, head: bytes) -> dict:
@@ -261,23 +262,17 @@ class Checker:
         values = obj.values
         what = path or etype.name
         line = getattr(raw, "line", None) or top.line
-        for name, f in etype.attrs.items():
-            v = values.get(name)
-            if v is None:
-                if f.not_null and (etype.name, name) not in DEFAULTS:
-                    self._problem(result, "%s.%s is required" % (what, name), top, line)
-            elif f.length and isinstance(v, str):
-                n = len(v) if v.isascii() else len(v.encode("utf-16-le")) // 2
-                if n > f.length:
-                    self._problem(result, "%s.%s is %d characters long, at most %d allowed"
-                                  % (what, name, n, f.length), top, line)
-        for name, f in etype.ones.items():
+        for name, rule in _rules(self.schema, etype.name):
             if name == parent_rel:
                 continue
             v = values.get(name)
             if v is None:
-                if f.not_null:
+                if rule.required:
                     self._problem(result, "%s.%s is required" % (what, name), top, line)
+            elif rule.length is not None:
+                problem = rule.length_problem(v)
+                if problem:
+                    self._problem(result, "%s.%s %s" % (what, name, problem), top, line)
             elif isinstance(v, Dropped):
                 self._problem(result, "%s.%s refers to %s" % (
                     what, name, "an object that could not be read" if v.unreadable
@@ -337,6 +332,13 @@ class Checker:
             self._problem(result, "used (chunk %d) before it is defined here: an ingest "
                           "would look for it in the catalogue" % used[1], raw)
         self.client.defined[key] = result.number
+
+
+@lru_cache(maxsize=256)
+def _rules(schema: Schema, name: str) -> tuple:
+    """``(field name, FieldRule)`` of a type's attributes and many-to-one
+    relations (icatdump.rules: the rules an ingest applies)."""
+    return tuple(rules_of(schema[name]).items())
 
 
 @lru_cache(maxsize=None)

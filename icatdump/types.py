@@ -20,6 +20,12 @@ _TRUE = {"1", "yes", "y", "true", "t", "on"}
 _FALSE = {"0", "no", "n", "false", "f", "off"}
 
 
+#: The values of ICAT's integral types: Java's ``Long`` and ``Integer``.  A
+#: server cannot take a value outside (the SOAP message does not parse),
+#: nor can the embedded catalogue (SQLite integers are 64-bit).
+INT_RANGES = {"Long": (-2 ** 63, 2 ** 63 - 1), "Integer": (-2 ** 31, 2 ** 31 - 1)}
+
+
 def parse_datetime(value) -> _dt.datetime:
     """ISO 8601 text (offset or ``Z``; naive means UTC) → aware UTC datetime."""
     if isinstance(value, _dt.datetime):
@@ -61,16 +67,21 @@ def to_python(f: Field, value, entity: str = "?"):
     else:
         text = None
     try:
-        if t in ("Long", "Integer"):
+        if t in INT_RANGES:
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, int):
-                return value
-            if isinstance(value, float):
+                result = value
+            elif isinstance(value, float):
                 if not value.is_integer():
                     raise ValueError
-                return int(value)
-            return int(text)
+                result = int(value)
+            else:
+                result = int(text)
+            low, high = INT_RANGES[t]
+            if not low <= result <= high:
+                raise ValueProblem("%r is out of the range of a Java %s" % (value, t))
+            return result
         if t == "Double":
             if isinstance(value, bool):
                 raise ValueError
@@ -148,13 +159,18 @@ def converter(f: Field, entity: str = "?"):
     if t == "String":
         def conv(v):
             return v if v.__class__ is str else to_python(f, v, entity)
-    elif t in ("Long", "Integer"):
+    elif t in INT_RANGES:
+        low, high = INT_RANGES[t]
+
         def conv(v):
             cls = v.__class__
             if cls is int:
-                return v
-            if cls is str and v.isascii() and v.isdigit():
-                return int(v)
+                if low <= v <= high:
+                    return v
+            elif cls is str and v.isascii() and v.isdigit():
+                n = int(v)
+                if n <= high:
+                    return n
             return to_python(f, v, entity)
     elif t == "Double":
         def conv(v):

@@ -9,6 +9,8 @@ because replies are large and flat.
 Wire conventions (ICAT-FACTS §2.6): children are unqualified, top-level beans
 carry ``xsi:type`` naming the instance type, nested beans are typed by the
 schema, an empty or missing element is null, dates are xs:dateTime.
+Attribute values are converted by their field's rule (:mod:`icatdump.rules`),
+as a file reader converts them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import math
 from ..entity import Entity
 from ..errors import DecodeError
 from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
-from ..types import UTC, ValueProblem, parse_datetime, to_python
+from ..rules import field_rule
+from ..types import UTC, ValueProblem, parse_datetime
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
@@ -231,7 +234,7 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                 values[name] = None
                 continue
             try:
-                values[name] = to_python(f, child.text, etype.name)
+                values[name] = field_rule(etype.name, f).convert(child.text)
             except ValueProblem as exc:
                 if not lenient:
                     raise DecodeError(str(exc)) from None

@@ -7,21 +7,16 @@ Booleans are 0/1.  Everything else is stored as its Python value.
 
 Values arrive in every shape a dump file or a caller produces (``"true"``,
 ``"7.3"``, ``"2012-07-30T01:10:08+00:00"``, ``…Z``, real Python values);
-the fast paths below accept values that already have the right Python type
-and leave the rest to :func:`icatdump.types.to_python`.
+they are converted by the field's rule (:mod:`icatdump.rules`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 
+from ..rules import field_rule
 from ..schema import ENUMS, Field
 from ..types import UTC, ValueProblem, parse_datetime, to_python
-
-
-_PLAIN_FLOAT = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
-_ISO_OFFSET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 
 
 def date_to_sql(dt: _dt.datetime) -> str:
@@ -44,60 +39,33 @@ def writer(f: Field, entity: str):
     """A function converting a value of field ``f`` to its SQL value.
 
     It returns None for None/empty values and raises ValueProblem for values
-    that are not of the field's type.
+    that are not of the field's type.  The conversion is the field's rule
+    (:mod:`icatdump.rules`, the one the file readers apply), so the store
+    accepts exactly what a reader or ``icatdata check`` accepts; only the
+    SQL form of booleans and dates is added here.
     """
+    conv = field_rule(entity, f).convert
     t = f.type
-    if t == "String":
-        def conv(v):
-            if type(v) is str:
-                return v
-            return to_python(f, v, entity)
-    elif t in ("Long", "Integer"):
-        def conv(v):
-            if type(v) is int:
-                return v
-            if type(v) is str and v.isascii() and v.isdigit():  # plain decimal text
-                return int(v)
-            return to_python(f, v, entity)
-    elif t == "Double":
-        def conv(v):
-            if type(v) is float:
-                return v
-            if type(v) is str and _PLAIN_FLOAT.fullmatch(v):
-                return float(v)
-            return to_python(f, v, entity)
-    elif t == "boolean":
-        def conv(v):
+    if t == "boolean":
+        def to_sql(v):
             if v is True:
                 return 1
             if v is False:
                 return 0
-            v = to_python(f, v, entity)
+            v = conv(v)
             return None if v is None else int(v)
-    elif t == "Date":
-        def conv(v):
-            if type(v) is str and _ISO_OFFSET.fullmatch(v):
-                # The form dump files carry: parse and normalize directly.
-                d = _dt.datetime.fromisoformat(v[:-1] + "+00:00" if v[-1] == "Z" else v)
-                return date_to_sql(d)
-            if not isinstance(v, _dt.datetime):
-                v = to_python(f, v, entity)
+        return to_sql
+    if t == "Date":
+        def to_sql(v):
+            if v.__class__ is not _dt.datetime:
+                v = conv(v)
                 if v is None:
                     return None
             if v.tzinfo is UTC:
                 # What readers make of a file's date: no conversion needed.
                 return v.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
             return date_to_sql(v)
-    elif t in ENUMS:
-        allowed = frozenset(ENUMS[t])
-
-        def conv(v):
-            if v in allowed:
-                return v
-            return to_python(f, v, entity)
-    else:
-        def conv(v):
-            return to_python(f, v, entity)
+        return to_sql
     return conv
 
 

@@ -29,7 +29,8 @@ from collections import defaultdict
 from ..client import IcatError, NoSuchObjectError, ObjectExistsError, ParameterError, \
     ValidationError
 from ..entity import Entity
-from ..schema import DEFAULTS, META_ATTRS, EntityType, Schema
+from ..rules import rules_of
+from ..schema import META_ATTRS, EntityType, Schema
 from ..types import ValueProblem
 from .ddl import META_TABLE, q
 from .values import date_from_sql, now_sql, writer
@@ -61,13 +62,16 @@ class RowBuilder:
     def __init__(self, etype: EntityType):
         self.etype = etype
         name = self.name = etype.name
+        # Conversion, not-null, server defaults and lengths: icatdump.rules.
+        rules = rules_of(etype)
         self.attrs = []
         for fname, f in etype.attrs.items():
-            default = DEFAULTS.get((name, fname))
-            if f.type == "boolean":
-                default = 0
-            self.attrs.append((fname, writer(f, name), f.not_null, f.length, default))
-        self.ones = [(fname, f.type, f.not_null) for fname, f in etype.ones.items()]
+            rule = rules[fname]
+            conv = writer(f, name)
+            default = None if rule.default is None else conv(rule.default)
+            self.attrs.append((fname, conv, rule.required, rule if rule.length else None,
+                               default))
+        self.ones = [(fname, f.type, rules[fname].required) for fname, f in etype.ones.items()]
         self.manys = [(fname, f.mapped_by, f.type) for fname, f in etype.manys.items()]
         self.known = frozenset(etype.fields) | _IGNORED
         cols = ["id", "createId", "createTime", "modId", "modTime"] + \
@@ -83,13 +87,16 @@ class RowBuilder:
         self.type_pos = pos.get("type")
         # For quick_row: the data columns as a template (defaults filled in),
         # where each field goes, and the columns that must not stay empty.
-        self.template = [default for _, _, _, _, default in self.attrs] + [None] * len(self.ones)
-        self.slots = {fname: (pos[fname], conv, length) for fname, conv, _, length, _ in self.attrs}
-        self.slots.update((fname, (pos[fname], None, target)) for fname, target, _ in self.ones)
+        self.template = [default for *_, default in self.attrs] + [None] * len(self.ones)
+        # A string of at most half its limit fits whatever its characters
+        # (FieldRule.too_long): only longer ones need the rule asked.
+        self.slots = {fname: (pos[fname], conv, rule, rule.length >> 1 if rule else None)
+                      for fname, conv, _, rule, _ in self.attrs}
+        self.slots.update((fname, (pos[fname], None, target, None))
+                          for fname, target, _ in self.ones)
         self.skip = frozenset(etype.manys) | _IGNORED
-        self.required = [pos[fname] for fname, _, not_null, _, default in self.attrs
-                         if not_null and default is None]
-        self.required += [pos[fname] for fname, _, not_null in self.ones if not_null]
+        self.required = [pos[fname] for fname, _, required, _, _ in self.attrs if required]
+        self.required += [pos[fname] for fname, _, required in self.ones if required]
         self.positions = pos
 
     def values_of(self, ent) -> dict:
@@ -130,7 +137,7 @@ class RowBuilder:
                                 refs)
             if v is None:
                 continue
-            pos, conv, extra = slot
+            pos, conv, extra, half = slot
             if conv is not None:
                 try:
                     v = conv(v)
@@ -138,7 +145,7 @@ class RowBuilder:
                     v = _BAD
                 if v is None:
                     continue
-                if v is _BAD or (extra is not None and len(v) > extra):
+                if v is _BAD or (half is not None and len(v) > half and extra.too_long(v)):
                     return self.row(ent, new_id, stamp, user, parent_field, parent_id, assigned,
                                     refs)
                 row[pos] = v
@@ -167,18 +174,18 @@ class RowBuilder:
         append = row.append
         name = None
         try:
-            for name, conv, not_null, length, default in self.attrs:
+            for name, conv, required, rule, default in self.attrs:
                 v = get(name)
                 if v is not None:
                     v = conv(v)
                 if v is None:
                     if default is not None:
                         v = default
-                    elif not_null:
+                    elif required:
                         raise ValidationError("%s: %s cannot be null." % (self.name, name))
-                elif length is not None and len(v) > length:
+                elif rule is not None and rule.too_long(v) is not None:
                     raise ValidationError("%s: %s cannot have length > %d"
-                                          % (self.name, name, length))
+                                          % (self.name, name, rule.length))
                 append(v)
         except ValueProblem as exc:
             detail = str(exc)
