@@ -33,32 +33,13 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 import icatdump
 from icatdump.dumpfile import DataFileError, DumpFileReader, DumpFileWriter, RawObject, Record
+from icatdump.dumporder import restore_order
 from icatdump.schema import MANY
 from icatdump.types import to_yaml
 
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FastDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 PureDumper = yaml.SafeDumper
-
-#: python-icat's restore order of top-level types (ICAT-FACTS §5.3), with
-#: the three types it does not know placed where their references allow.
-ENTITY_TYPES = (
-    "user", "grouping", "userGroup", "rule", "publicStep", "facility", "instrument",
-    "instrumentScientist", "parameterType", "permissibleStringValue",
-    "dataPublicationType", "investigationType", "sampleType", "datasetType",
-    "datafileFormat", "technique", "facilityCycle", "application", "fundingReference",
-    "investigation", "investigationParameter", "keyword", "publication", "shift",
-    "investigationFunding", "investigationGroup", "investigationInstrument",
-    "investigationUser", "investigationFacilityCycle", "sample", "sampleParameter",
-    "dataset", "datasetParameter", "datasetInstrument", "datasetTechnique", "datafile",
-    "datafileParameter", "dataCollection", "dataCollectionParameter",
-    "dataCollectionDataset", "dataCollectionDatafile", "dataCollectionInvestigation",
-    "dataPublication", "dataPublicationDate", "dataPublicationFunding",
-    "dataPublicationUser", "affiliation", "relatedItem", "subject", "study",
-    "studyInvestigation", "relatedDatafile", "job",
-)
-_RANK = {name: i for i, name in enumerate(ENTITY_TYPES)}
-
 
 class _Loader(SafeLoader):
     """PyYAML's safe loader, remembering the implicit tags of plain scalars.
@@ -104,6 +85,7 @@ class YAMLDumpFileReader(DumpFileReader):
     """Read a YAML data file one document (chunk) at a time."""
 
     mode = "r"
+    _rank = None        # entity name -> place in the restore order
 
     def getdata(self):
         """Iterate over the documents of the file, as composed node trees."""
@@ -134,6 +116,10 @@ class YAMLDumpFileReader(DumpFileReader):
         if not isinstance(node, MappingNode):
             raise DataFileError("a chunk must be a mapping of entity types",
                                 line=_line(node))
+        rank = self._rank
+        if rank is None:
+            # python-icat's restore order, whatever order the file has.
+            rank = self._rank = {t: i for i, t in enumerate(restore_order(self.schema))}
         sections = []
         for tnode, onode in self._pairs(node):
             tag = tnode.value
@@ -141,13 +127,13 @@ class YAMLDumpFileReader(DumpFileReader):
                 etype = self.schema.by_instance_name(tag)
             except KeyError:
                 etype = None
-            if etype is None or etype.instance_name not in _RANK:
+            if etype is None:
                 raise DataFileError("unknown entry '%s' in the data" % tag, line=_line(tnode))
             if _is_null(onode):
                 continue
             if not isinstance(onode, MappingNode):
                 raise DataFileError("'%s' must map keys to objects" % tag, line=_line(onode))
-            sections.append((_RANK[etype.instance_name], tag, etype, onode))
+            sections.append((rank[etype.name], tag, etype, onode))
         for _, tag, etype, onode in sorted(sections, key=lambda s: s[0]):
             objects = sorted(self._pairs(onode), key=lambda kv: kv[0].value)
             for knode, vnode in objects:
@@ -333,6 +319,10 @@ def _dump(data, dumper) -> str:
 
 def dump_chunk(data: dict[str, dict[str, dict]]) -> str:
     """One YAML document as ``yaml.dump(data, ..., explicit_start=True)`` gives it.
+
+    The types of a chunk come sorted by name, as PyYAML sorts a mapping's
+    keys (python-icat's bytes), not in the dump order; a reader takes them
+    in the restore order (:func:`icatdump.dumporder.restore_order`).
 
     Each object is written directly (:func:`_direct`) when its text is
     certain; the others in runs of objects that the same emitter may

@@ -2,7 +2,8 @@
 
 The partition is python-icat's (ICAT-FACTS §6.2): authorization, static
 data, funding, one chunk per investigation, data collections, one chunk per
-data publication, then studies, related datafiles and jobs.  The queries are
+data publication, then studies, related datafiles and jobs; the chunks and
+the order of types in them are :mod:`icatdump.dumporder`'s.  The queries are
 written for the ICAT 6.2 schema and adapted to the schema of the catalogue
 being dumped: a query on an entity the catalogue lacks is dropped, and so is
 an INCLUDE path through a field it lacks.  So a 4.4 catalogue dumps in the
@@ -17,6 +18,7 @@ from typing import Iterable, Iterator
 
 from .client import Client
 from .dumpfile import DumpFileWriter
+from .dumporder import CHUNK_GROUPS, DUMP_ORDER, chunk_groups
 from .entity import Entity
 from .paging import Limited, Pager, batched, ids_of
 from .query import Query, literal, natural_order
@@ -67,15 +69,14 @@ def _existing_prefix(schema: Schema, etype, path: str) -> str:
 
 FAC = ("facility",)
 
-AUTH = (
+#: The plan's query for each type it dumps (includes as they are written);
+#: which chunk each goes to, and in what order, is :mod:`icatdump.dumporder`'s.
+SPECS = (
     QuerySpec("User"),
     QuerySpec("Grouping", includes=("userGroups.user",)),
     QuerySpec("Rule", includes=("grouping",), join_specs={"grouping": "LEFT JOIN"},
               order=("grouping.name", "what", "id")),
     QuerySpec("PublicStep"),
-)
-
-STATIC = (
     QuerySpec("Technique"),
     QuerySpec("Facility"),
     QuerySpec("Instrument", includes=("facility", "instrumentScientists.user")),
@@ -87,11 +88,7 @@ STATIC = (
     QuerySpec("DatafileFormat", includes=FAC),
     QuerySpec("FacilityCycle", includes=FAC),
     QuerySpec("Application", includes=FAC),
-)
-
-FUNDING = (QuerySpec("FundingReference"),)
-
-INVESTIGATION = (
+    QuerySpec("FundingReference"),
     QuerySpec("Investigation", where={"id": "= {id}"}, order=(), includes=(
         "facility", "fundingReferences.funding",
         "investigationFacilityCycles.facilityCycle.facility",
@@ -106,25 +103,16 @@ INVESTIGATION = (
     QuerySpec("Datafile", where={"dataset.investigation.id": "= {id}"},
               order=("dataset.name", "name"), includes=(
                   "datafileFormat.facility", "dataset", "parameters.type.facility")),
-)
-
-DATA_COLLECTION = (
     QuerySpec("DataCollection", order=("id",), includes=(
         "dataCollectionDatafiles.datafile.dataset.investigation.facility",
         "dataCollectionDatasets.dataset.investigation.facility",
         "dataCollectionInvestigations.investigation.facility",
         "parameters.type.facility")),
-)
-
-PUBLICATION = (
     QuerySpec("DataPublication", where={"id": "= {id}"}, includes=(
         "content", "dates", "facility", "fundingReferences.funding",
         "relatedItems", "subjects", "type.facility")),
     QuerySpec("DataPublicationUser", where={"publication.id": "= {id}"},
               includes=("affiliations", "publication", "user")),
-)
-
-OTHER = (
     QuerySpec("Study", includes=("studyInvestigations.investigation.facility", "user")),
     QuerySpec("RelatedDatafile", includes=(
         "destDatafile.dataset.investigation.facility",
@@ -132,6 +120,17 @@ OTHER = (
     QuerySpec("Job", includes=("application.facility", "inputDataCollection",
                                "outputDataCollection")),
 )
+
+SPEC_OF = {s.entity: s for s in SPECS}
+if set(SPEC_OF) != set(DUMP_ORDER):
+    raise ImportError("dump plan and dump order name different types: %s"
+                      % sorted(set(SPEC_OF) ^ set(DUMP_ORDER)))
+
+#: Each chunk group's queries, in the dump order.
+CHUNKS = {group: tuple(SPEC_OF[t] for t in types) for group, types in CHUNK_GROUPS}
+AUTH, STATIC, FUNDING = CHUNKS["auth"], CHUNKS["static"], CHUNKS["funding"]
+INVESTIGATION, PUBLICATION = CHUNKS["investigation"], CHUNKS["publication"]
+DATA_COLLECTION, OTHER = CHUNKS["data collections"], CHUNKS["other"]
 
 
 #: The datafiles of one dataset: the group the writer sorts at a time.
@@ -141,10 +140,6 @@ DATAFILES_OF_DATASET = QuerySpec("Datafile", where={"dataset.id": "= {id}"},
 #: Top-level objects per chunk before it is split.  python-icat's example
 #: chunks hold at most a few hundred, so they never split.
 DEFAULT_CHUNK_SIZE = 10000
-
-#: The plan's query for each type it dumps (includes as they are written).
-SPEC_OF = {s.entity: s for s in AUTH + STATIC + FUNDING + INVESTIGATION
-           + DATA_COLLECTION + PUBLICATION + OTHER}
 
 
 def _render_all(schema, specs, **params):
@@ -276,27 +271,30 @@ def plan(client: Client, selection: Selection | None = None
     investigation, fetched along with others (see INVESTIGATION_BATCH);
     with a ``selection`` (resolved), the items of the chunks outside the
     selected investigations are lists of the selected objects.
+    The chunks and their queries come in the dump order
+    (:func:`icatdump.dumporder.chunk_groups`, the groups the catalogue's
+    schema has).
     """
     schema = client.schema
-    yield "auth", _chunk(client, AUTH, selection), 100
-    yield "static", _chunk(client, STATIC, selection), 100
-    if "FundingReference" in schema:
-        yield "funding", _chunk(client, FUNDING, selection), 100
-    invs = None if selection is None else selection.needed.get("Investigation", set())
-    inv_ids = (i for i in ids_of(client, "Investigation", ["facility.name", "name", "visitId"])
-               if invs is None or i in invs)
-    for batch in batched(inv_ids, INVESTIGATION_BATCH):
-        found = _investigations(client, batch)
-        for inv_id in batch:
-            yield "investigation %d" % inv_id, \
-                _investigation(client, inv_id, selection, found.get(inv_id)), 100
-    yield "data collections", _chunk(client, DATA_COLLECTION, selection), 100
-    if "DataPublication" in schema:
-        pubs = None if selection is None else selection.needed.get("DataPublication", set())
-        for pub_id in ids_of(client, "DataPublication", ["facility.name", "pid"]):
-            if pubs is None or pub_id in pubs:
-                yield "publication %d" % pub_id, _render_all(schema, PUBLICATION, id=pub_id), 100
-    yield "other", _chunk(client, OTHER, selection), 100
+    for group, _ in chunk_groups(schema):
+        if group == "investigation":
+            invs = None if selection is None else selection.needed.get("Investigation", set())
+            inv_ids = (i for i in ids_of(client, "Investigation",
+                                         ["facility.name", "name", "visitId"])
+                       if invs is None or i in invs)
+            for batch in batched(inv_ids, INVESTIGATION_BATCH):
+                found = _investigations(client, batch)
+                for inv_id in batch:
+                    yield "investigation %d" % inv_id, \
+                        _investigation(client, inv_id, selection, found.get(inv_id)), 100
+        elif group == "publication":
+            pubs = None if selection is None else selection.needed.get("DataPublication", set())
+            for pub_id in ids_of(client, "DataPublication", ["facility.name", "pid"]):
+                if pubs is None or pub_id in pubs:
+                    yield "publication %d" % pub_id, \
+                        _render_all(schema, PUBLICATION, id=pub_id), 100
+        else:
+            yield group, _chunk(client, CHUNKS[group], selection), 100
 
 
 #: Investigations fetched (with their INCLUDEs) by one search.  One search
