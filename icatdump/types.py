@@ -3,7 +3,9 @@
 Files carry values as text (XML) or as YAML scalars whose YAML type may not be
 the ICAT type (YAML 1.1 reads ``1e+300`` as a string, ``'7.3'`` is quoted on
 purpose).  Every value is therefore converted by the *schema* type of its
-attribute, never by the type the parser happened to give it.
+attribute, never by the type the parser happened to give it.  The rest of
+a field's rules (length, not-null, defaults) and the table that ties them to
+each field are in :mod:`icatdump.rules`.
 """
 
 from __future__ import annotations
