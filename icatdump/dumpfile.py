@@ -49,10 +49,11 @@ from .query import Query, literal
 from .records import Record
 from .registry import (BackendOrigins, Backends, discover_backends, get_backend,
                        open_dumpfile, register_backend)
+from .rules import field_rule
 from .schema import ATTRIBUTE, MANY, ONE, EntityType
 from .spill import SpilledRuns, entity_from_plain, plain_entity, plain_record, record_from_plain
 from .streams import GZIP_MAGIC, GunzipStream, text_reader
-from .types import ValueProblem, converter
+from .types import ValueProblem
 
 __all__ = ["DumpFileReader", "DumpFileWriter", "Backends", "register_backend", "open_dumpfile",
            "BackendOrigins", "discover_backends", "get_backend",
@@ -296,9 +297,10 @@ class DumpFileReader:
         """How each name a file may use in an ``etype`` object is read.
 
         Maps field names and their aliases to ``(field name, kind, how)``;
-        ``how`` is the value converter of an attribute, the target type name
-        of a many-to-one relation, or the child :class:`EntityType` of a
-        one-to-many relation.  An embedded child may not name its parent, so
+        ``how`` is the value conversion of an attribute (its field rule,
+        :mod:`icatdump.rules`), the target type name of a many-to-one
+        relation, or the child :class:`EntityType` of a one-to-many
+        relation.  An embedded child may not name its parent, so
         ``parent_rel`` (the relation to the parent) is left out.  Made once
         per type and reader: deriving these schema facts again for every
         object cost more than the reading.
@@ -308,7 +310,7 @@ class DumpFileReader:
             specs = {}
             for fname, f in etype.fields.items():
                 if f.kind == ATTRIBUTE:
-                    kind, how = ATTRIBUTE, converter(f, etype.name)
+                    kind, how = ATTRIBUTE, field_rule(etype.name, f).convert
                 elif f.kind == ONE:
                     kind, how = ONE, f.type
                 else:
