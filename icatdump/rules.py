@@ -47,10 +47,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 from .schema import ATTRIBUTE, DEFAULTS, ENUMS, MANY, EntityType, Field
-from .types import INT_RANGES, converter
+from .types import INT_RANGES, ValueProblem, converter
 
 #: The Java type whose values are never null (an omitted one is false).
 PRIMITIVE_DEFAULTS = {"boolean": False}
@@ -73,8 +73,9 @@ class FieldRule:
     ``default``: the Python value the server stores for an omitted attribute;
     ``enum``: the allowed names of an enumeration type;
     ``range``: the lowest and highest value of an integral type (Java's);
-    ``convert``: a file or wire value to the field's Python value (None for
-    relations), raising :class:`icatdump.types.ValueProblem`.
+    ``convert``: a file or wire value to the field's Python value, raising
+    :class:`icatdump.types.ValueProblem` (always, for a relation: its value
+    is an object, resolved by reference, never converted).
     """
     entity: str
     name: str
@@ -85,7 +86,7 @@ class FieldRule:
     default: object
     enum: tuple | None
     range: tuple | None
-    convert: Callable | None
+    convert: Callable[[Any], Any]
 
     def too_long(self, value) -> int | None:
         """The ICAT length of a string over the limit, else None."""
@@ -104,9 +105,16 @@ class FieldRule:
         if n is None:
             return None
         if n == len(value):
-            return "is %d characters long, at most %d allowed" % (n, self.length)
+            return "is %d characters long, at most %s allowed" % (n, self.length)
         return ("is %d UTF-16 code units long (%d characters; ICAT counts a character "
-                "beyond U+FFFF as 2), at most %d allowed" % (n, len(value), self.length))
+                "beyond U+FFFF as 2), at most %s allowed" % (n, len(value), self.length))
+
+
+def _reference(entity: str, name: str) -> Callable[[Any], Any]:
+    def convert(value):
+        raise ValueProblem("%s.%s: expected a reference to an object, not a value"
+                           % (entity, name))
+    return convert
 
 
 @lru_cache(maxsize=None)
@@ -116,7 +124,7 @@ def field_rule(entity: str, f: Field) -> FieldRule:
         raise ValueError("%s.%s is a one-to-many relation: no value rules" % (entity, f.name))
     if f.kind != ATTRIBUTE:
         return FieldRule(entity, f.name, f.kind, f.type, None, f.not_null, None, None, None,
-                         None)
+                         _reference(entity, f.name))
     default = DEFAULTS.get((entity, f.name), PRIMITIVE_DEFAULTS.get(f.type))
     length = f.length if f.type == "String" else None
     return FieldRule(entity, f.name, f.kind, f.type, length, f.not_null and default is None,

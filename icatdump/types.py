@@ -72,18 +72,19 @@ def to_python(f: Field, value, entity: str = "?"):
         if t in INT_RANGES:
             if isinstance(value, bool):
                 raise ValueError
+            integer: int
             if isinstance(value, int):
-                result = value
+                integer = value
             elif isinstance(value, float):
                 if not value.is_integer():
                     raise ValueError
-                result = int(value)
+                integer = int(value)
             else:
-                result = int(text)
-            low, high = INT_RANGES[t]
-            if not low <= result <= high:
+                integer = int(text)
+            lowest, highest = INT_RANGES[t]
+            if not lowest <= integer <= highest:
                 raise ValueProblem("%r is out of the range of a Java %s" % (value, t))
-            return result
+            return integer
         if t == "Double":
             if isinstance(value, bool):
                 raise ValueError

@@ -90,7 +90,8 @@ class RowBuilder:
         self.template = [default for *_, default in self.attrs] + [None] * len(self.ones)
         # A string of at most half its limit fits whatever its characters
         # (FieldRule.too_long): only longer ones need the rule asked.
-        self.slots = {fname: (pos[fname], conv, rule, rule.length >> 1 if rule else None)
+        self.slots = {fname: (pos[fname], conv, rule,
+                              rule.length >> 1 if rule is not None and rule.length else None)
                       for fname, conv, _, rule, _ in self.attrs}
         self.slots.update((fname, (pos[fname], None, target, None))
                           for fname, target, _ in self.ones)
@@ -145,7 +146,8 @@ class RowBuilder:
                     v = _BAD
                 if v is None:
                     continue
-                if v is _BAD or (half is not None and len(v) > half and extra.too_long(v)):
+                if v is _BAD or (half is not None and len(v) > half and extra is not None
+                                 and extra.too_long(v)):
                     return self.row(ent, new_id, stamp, user, parent_field, parent_id, assigned,
                                     refs)
                 row[pos] = v
@@ -184,7 +186,7 @@ class RowBuilder:
                     elif required:
                         raise ValidationError("%s: %s cannot be null." % (self.name, name))
                 elif rule is not None and rule.too_long(v) is not None:
-                    raise ValidationError("%s: %s cannot have length > %d"
+                    raise ValidationError("%s: %s cannot have length > %s"
                                           % (self.name, name, rule.length))
                 append(v)
         except ValueProblem as exc:
