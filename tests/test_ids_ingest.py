@@ -130,6 +130,36 @@ def test_upload_keeps_everything(served, pyicat, tmp_path):
         assert len(df.parameters) == params[rel]        # python-icat drops these
         assert (data_dir / df.location).read_bytes() == content
     assert stored(data_dir) == {df.location for df in found}
+    # Run again: CHECK compares everything but the location IDS chose, and
+    # OVERWRITE leaves that alone; nothing is uploaded twice.
+    for mode in ("CHECK", "OVERWRITE"):
+        proc = ingest(served, "-i", str(src), "--upload-datafiles", "--datafile-dir", str(ddir),
+                      "--duplicate", mode)
+        assert proc.returncode == 0, proc.stderr
+    assert {(df.id, df.location) for df in datafiles(pyicat)} == {
+        (df.id, df.location) for df in found}
+    assert stored(data_dir) == {df.location for df in found}
+
+
+def test_datafiles_embedded_in_a_dataset_are_uploaded(served, pyicat, tmp_path):
+    src, ddir, files = make_upload_set(tmp_path)
+    tree = etree.parse(str(src))
+    df = next(el for el in tree.iter("datafile") if el.findtext("name") == "e201215.nxs")
+    ref = df.find("dataset").get("ref")
+    dataset = next(el for el in tree.iter("dataset") if el.get("id") == ref)
+    df.remove(df.find("dataset"))
+    df.getparent().remove(df)
+    df.tag = "datafiles"
+    del df.attrib["id"]
+    dataset.append(df)
+    tree.write(str(src), xml_declaration=True, encoding="UTF-8")
+    proc = ingest(served, "-i", str(src), "--upload-datafiles", "--datafile-dir", str(ddir))
+    assert proc.returncode == 0, proc.stderr
+    (got,) = pyicat.search("SELECT df FROM Datafile df WHERE df.name = 'e201215.nxs' "
+                           "INCLUDE df.parameters")
+    assert pyicat.ids.getData(DataSelection([got])).read() == files["v0/e201215.nxs"]
+    assert len(got.parameters) == 1
+    assert len(datafiles(pyicat)) == DATAFILES
 
 
 def test_ambiguous_name_is_an_error_naming_both(served, pyicat, tmp_path):
