@@ -101,6 +101,9 @@ class Uploader:
             f = open(path, "rb")
         except OSError as exc:
             raise self._error(label, "cannot read %s: %s" % (path, exc.strerror)) from None
+        # Uploads can take long: the session is kept alive before each one
+        # (a local check; a refresh call only when it runs short).
+        self.client.refresh()
         with f:
             size = os.fstat(f.fileno()).st_size
             recorded = values.get("fileSize")
@@ -117,8 +120,8 @@ class Uploader:
         self.bytes += size
         obj.id = df_id
         try:
-            self._check(label, path, obj, size, sent_crc, ids_crc)
-            self._complete(obj)
+            stored = self._check(label, path, obj, size, sent_crc, ids_crc)
+            self._complete(obj, stored)
         except IcatError as exc:
             raise self._error(label, "%s: %s" % (exc.type, exc.message)) from None
         return df_id
@@ -133,9 +136,10 @@ class Uploader:
             return ConnectionError("IDS %s: %s" % (self.ids.url, exc))
         return self._error(label, "IDS put: %s" % exc)
 
-    def _check(self, label, path, obj: Entity, size, sent_crc, ids_crc):
+    def _check(self, label, path, obj: Entity, size, sent_crc, ids_crc) -> Entity:
         """Sent, received and catalogued must agree, and agree with what the
-        dump records; an upload that does not is deleted again."""
+        dump records; an upload that does not is deleted again.  Returns the
+        Datafile as catalogued."""
         crc = checksum_text(sent_crc)
         stored = self.client.get("Datafile", obj.id)
         problems = []
@@ -154,11 +158,11 @@ class Uploader:
             self.ids.delete([obj.id])
             obj.id = None
             raise self._error(label, "; ".join(problems) + " (the upload was deleted)")
-        self._stored = stored
+        return stored
 
-    def _complete(self, obj: Entity):
+    def _complete(self, obj: Entity, stored: Entity):
         """What put could not carry: exact attributes, then the children."""
-        stored, etype = self._stored, obj.type
+        etype = obj.type
         changed = False
         for name in etype.attrs:
             value = obj.values.get(name)

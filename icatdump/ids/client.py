@@ -20,8 +20,11 @@ from .store import BLOCK
 MAX_REPLY = 1024 * 1024
 
 
-class IdsServerError(Exception):
-    """An error reply of the IDS: ``code`` is ids.server's exception name."""
+class IdsServerError(ConnectionError):
+    """An error reply of the IDS: ``code`` is ids.server's exception name.
+
+    A server's refusal (exit 3) unless the uploader turns it into a problem
+    of the data file (a datafile's own put refused with a 4xx)."""
 
     def __init__(self, code: str, message: str, status: int):
         super().__init__("%s: %s" % (code, message))
