@@ -38,7 +38,7 @@ from .client import Client, IcatError
 from .entity import Entity
 from .errors import DataFileError
 from .ids.client import IdsClient, IdsServerError
-from .ids.store import checksum_text
+from .ids.store import BadLocation, checksum_text, location_path
 from .ingest import _same
 
 #: What IDS ``put`` carries besides name and dataset (python-icat's putData).
@@ -74,8 +74,11 @@ class Uploader:
     def _local_file(self, label, obj: Entity) -> Path:
         location = obj.values.get("location")
         if location:
-            path = self.dir / location.lstrip("/")
-            if ".." not in Path(location).parts and path.is_file():
+            try:
+                path = location_path(self.dir, location.lstrip("/"))
+            except BadLocation:
+                path = None         # not a path under DIR: python-icat's rule
+            if path is not None and path.is_file():
                 return path
         name = obj.values.get("name")
         if not name:

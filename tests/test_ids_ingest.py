@@ -11,7 +11,9 @@ tell apart).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -63,18 +65,25 @@ def make_upload_set(tmp_path, with_locations=True, repeat=50):
     return out, ddir, files
 
 
-@pytest.fixture
-def served(tmp_path):
+@contextlib.contextmanager
+def serving(path):
     """``icatdata serve`` on a fresh catalogue: ``(ICAT URL, IDS URL, data dir)``."""
-    path = tmp_path / "served.sqlite"
     init_catalogue(str(path), "6.2")
     proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    assert url.endswith("/ICATService/ICAT"), proc.stderr.read()
-    yield url, url[:-len("/ICATService/ICAT")] + "/ids", tmp_path / "served.sqlite.data"
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.endswith("/ICATService/ICAT"), proc.stderr.read()
+        yield url, url[:-len("/ICATService/ICAT")] + "/ids", pathlib.Path(str(path) + ".data")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serving(tmp_path / "served.sqlite") as s:
+        yield s
 
 
 def ingest_cmd(served, *args):
@@ -256,3 +265,65 @@ def test_killed_during_uploads_then_ignore_ends_with_each_file_once(served, pyic
     expected = sum(len(el.findall("parameters")) for el in etree.parse(str(src)).iter("datafile")
                    if el.get("id"))
     assert sum(len(df.parameters) for df in found) == expected
+
+
+def dump_cmd(served, *args):
+    url, idsurl, _ = served
+    return [sys.executable, "-m", "icatdump.cli.dump", "-q", "-w", url, "--idsurl", idsurl,
+            "-a", "simple", "-u", "root", "-p", "secret", *args]
+
+
+def contents(client) -> dict:
+    """(dataset, name) -> content of every Datafile, through the IDS."""
+    return {(df.dataset.name, df.name): client.ids.getData(DataSelection([df])).read()
+            for df in datafiles(client)}
+
+
+def test_dump_with_data_then_upload_elsewhere(served, pyicat, tmp_path):
+    """icatdump --with-data DIR from one served catalogue (by IDS, and from
+    the embedded catalogue's own data directory), icatingest
+    --upload-datafiles --datafile-dir DIR into another: the same files."""
+    src, ddir, _ = make_upload_set(tmp_path)
+    assert ingest(served, "-i", str(src), "--upload-datafiles", "--datafile-dir",
+                  str(ddir)).returncode == 0
+    before = contents(pyicat)
+    out, saved = tmp_path / "dump.xml", tmp_path / "saved"
+    proc = subprocess.run(dump_cmd(served, "-f", "XML", "-o", str(out), "--with-data", str(saved)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # Each file at its location: the one-name-two-datasets pair apart.
+    assert {p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()} == \
+        {df.location for df in datafiles(pyicat)}
+    local = tmp_path / "local"
+    proc = subprocess.run([sys.executable, "-m", "icatdump.cli.dump", "-q", "-w",
+                           str(tmp_path / "served.sqlite"), "-o", str(tmp_path / "d.yaml"),
+                           "--with-data", str(local)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.read_bytes() for p in local.rglob("*") if p.is_file()) == \
+        sorted(before.values())
+    with serving(tmp_path / "other.sqlite") as other:
+        proc = ingest(other, "-i", str(out), "--upload-datafiles", "--datafile-dir", str(saved))
+        assert proc.returncode == 0, proc.stderr
+        client = icat.Client(other[0] + "?wsdl", idsurl=other[1])
+        client.login("simple", {"username": "root", "password": "secret"})
+        try:
+            assert contents(client) == before
+        finally:
+            client.logout()
+
+
+def test_dump_with_data_refuses_a_damaged_file(served, pyicat, tmp_path):
+    src, ddir, _ = make_upload_set(tmp_path)
+    assert ingest(served, "-i", str(src), "--upload-datafiles", "--datafile-dir",
+                  str(ddir)).returncode == 0
+    (df,) = pyicat.search("SELECT df FROM Datafile df WHERE df.name = 'e208339.dat'")
+    stored_file = served[2] / df.location
+    stored_file.write_bytes(b"?" + stored_file.read_bytes()[1:])
+    out, saved = tmp_path / "dump.xml", tmp_path / "saved"
+    proc = subprocess.run(dump_cmd(served, "-f", "XML", "-o", str(out), "--with-data", str(saved)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "_name-e208339=2Edat" in proc.stderr and "checksum" in proc.stderr
+    assert not out.exists()
+    assert not any(p.name.endswith(".part") for p in saved.rglob("*"))
+    assert not (saved / df.location).exists()

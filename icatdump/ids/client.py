@@ -1,9 +1,10 @@
 """A small client of an ICAT Data Service, for ``icatingest --upload-datafiles``.
 
-Only what an upload needs: ``version`` (is it an IDS at all), ``put`` (the
-file streamed from disk a block at a time with a Content-Length, its CRC32
-computed on the way) and ``delete`` (to take back an upload whose checksum
-does not match).  An IDS error reply (``{"code": ..., "message": ...}``)
+Only what an upload and ``icatdump --with-data`` need: ``version`` (is it
+an IDS at all), ``put`` (the file streamed from disk a block at a time with
+a Content-Length, its CRC32 computed on the way), ``get_data`` (one file,
+streamed) and ``delete`` (to take back an upload whose checksum does not
+match).  An IDS error reply (``{"code": ..., "message": ...}``)
 becomes :class:`IdsServerError`; a connection problem a ConnectionError.
 """
 
@@ -101,6 +102,37 @@ class IdsClient:
         except (ValueError, KeyError, TypeError):
             raise ConnectionError("IDS %s: put: unexpected reply %r" % (self.url, data[:200])) \
                 from None
+
+    def get_data(self, datafile_id: int, out) -> tuple[int, int]:
+        """Write one datafile's content to ``out`` a block at a time;
+        returns ``(size, crc32)`` of what arrived."""
+        params = {"sessionId": self._session(), "datafileIds": str(datafile_id)}
+        conn = self._connection()
+        try:
+            try:
+                conn.request("GET", self._base + "getData?" + urllib.parse.urlencode(params))
+                reply = conn.getresponse()
+                if reply.status >= 400:
+                    data = reply.read(MAX_REPLY)
+                else:
+                    size = crc = 0
+                    while True:
+                        block = reply.read(BLOCK)
+                        if not block:
+                            return size, crc
+                        out.write(block)
+                        size += len(block)
+                        crc = zlib.crc32(block, crc)
+            except (OSError, http.client.HTTPException) as exc:
+                raise ConnectionError("IDS %s: getData: %s" % (self.url, exc)) from None
+        finally:
+            conn.close()
+        try:
+            err = json.loads(data)
+            raise IdsServerError(err["code"], err["message"], reply.status)
+        except (ValueError, KeyError, TypeError):
+            raise ConnectionError("IDS %s: getData: HTTP %d %s" % (
+                self.url, reply.status, reply.reason)) from None
 
     def delete(self, datafile_ids) -> None:
         self._request("DELETE", "delete", {"sessionId": self._session(),

@@ -24,6 +24,11 @@ from pathlib import Path
 BLOCK = 64 * 1024
 
 
+def data_dir_of(catalogue) -> Path:
+    """The data directory of an embedded catalogue: ``<catalogue>.data``."""
+    return Path(str(catalogue) + ".data")
+
+
 def checksum_text(crc: int) -> str:
     """A CRC32 value as ids.server stores it in ``Datafile.checksum``."""
     return "%x" % (crc & 0xFFFFFFFF)
@@ -31,6 +36,16 @@ def checksum_text(crc: int) -> str:
 
 class BadLocation(ValueError):
     """A location that does not name a file inside the data directory."""
+
+
+def location_path(root, location: str) -> Path:
+    """The file of ``location`` under ``root``; BadLocation for anything
+    that could leave ``root`` or name a hidden file (the store's ``.tmp``)."""
+    parts = location.split("/") if location else []
+    if (not parts or "\\" in location or "\0" in location
+            or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
+        raise BadLocation("location %r is not a relative path of plain names" % location)
+    return Path(root).joinpath(*parts)
 
 
 class FileStore:
@@ -44,13 +59,8 @@ class FileStore:
             stale.unlink(missing_ok=True)
 
     def path(self, location: str) -> Path:
-        """The file of ``location``; BadLocation for anything that could
-        leave the data directory or hit the store's own ``.tmp``."""
-        parts = location.split("/") if location else []
-        if (not parts or "\\" in location or "\0" in location
-                or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
-            raise BadLocation("location %r is not a relative path of plain names" % location)
-        return self.root.joinpath(*parts)
+        """The file of ``location`` (see :func:`location_path`)."""
+        return location_path(self.root, location)
 
     @staticmethod
     def new_location(dataset_id: int) -> str:

@@ -35,7 +35,7 @@ from lxml import etree
 from ..client import Client, IcatError, ParameterError, NoSuchObjectError, error_for
 from ..errors import ClientFault
 from ..ids import server as ids_server
-from ..ids.store import FileStore
+from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
 from . import codec, wsdl
 from .sessions import Sessions
@@ -535,7 +535,7 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
                    log_requests=not quiet, certfile=certfile, keyfile=keyfile,
-                   data_dir=data_dir or str(path) + ".data")
+                   data_dir=data_dir or data_dir_of(path))
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "
