@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .client import Client, IcatError
 from .entity import Entity
-from .errors import DataFileError
+from .errors import DataFileError, ServerError
 from .ids.client import IdsClient, IdsServerError
 from .ids.store import BadLocation, checksum_text, location_path
 from .ingest import _same
@@ -136,7 +136,7 @@ class Uploader:
             err.icat_type = "OBJECT_ALREADY_EXISTS"
             return err
         if exc.status >= 500 and exc.code != "NotImplementedException":
-            return ConnectionError("IDS %s: %s" % (self.ids.url, exc))
+            return ServerError("IDS %s: %s" % (self.ids.url, exc))
         return self._error(label, "IDS put: %s" % exc)
 
     def _check(self, label, path, obj: Entity, size, sent_crc, ids_crc) -> Entity:

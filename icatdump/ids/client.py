@@ -5,7 +5,7 @@ an IDS at all), ``put`` (the file streamed from disk a block at a time with
 a Content-Length, its CRC32 computed on the way), ``get_data`` (one file,
 streamed) and ``delete`` (to take back an upload whose checksum does not
 match).  An IDS error reply (``{"code": ..., "message": ...}``)
-becomes :class:`IdsServerError`; a connection problem a ConnectionError.
+becomes :class:`IdsServerError`; a connection problem a ServerError (both exit 3).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import json
 import urllib.parse
 import zlib
 
+from ..errors import ServerError
 from .store import BLOCK
 
 #: Largest reply body read (replies of put, version and errors are small).
 MAX_REPLY = 1024 * 1024
 
 
-class IdsServerError(ConnectionError):
+class IdsServerError(ServerError):
     """An error reply of the IDS: ``code`` is ids.server's exception name.
 
     A server's refusal (exit 3) unless the uploader turns it into a problem
@@ -63,7 +64,7 @@ class IdsClient:
                 reply = conn.getresponse()
                 data = reply.read(MAX_REPLY)
             except (OSError, http.client.HTTPException) as exc:
-                raise ConnectionError("IDS %s: %s: %s" % (self.url, op, exc)) from None
+                raise ServerError("IDS %s: %s: %s" % (self.url, op, exc)) from None
         finally:
             conn.close()
         if reply.status >= 400:
@@ -71,7 +72,7 @@ class IdsClient:
                 err = json.loads(data)
                 raise IdsServerError(err["code"], err["message"], reply.status)
             except (ValueError, KeyError, TypeError):
-                raise ConnectionError("IDS %s: %s: HTTP %d %s" % (
+                raise ServerError("IDS %s: %s: HTTP %d %s" % (
                     self.url, op, reply.status, reply.reason)) from None
         return data
 
@@ -79,7 +80,7 @@ class IdsClient:
         try:
             return json.loads(self._request("GET", "version"))["version"]
         except (ValueError, KeyError, TypeError):
-            raise ConnectionError("%s does not answer as an IDS" % self.url) from None
+            raise ServerError("%s does not answer as an IDS" % self.url) from None
 
     def put(self, fileobj, size: int, name: str, dataset_id: int, format_id: int,
             **optional) -> tuple[int, int, int]:
@@ -95,12 +96,12 @@ class IdsClient:
         data = self._request("PUT", "put", params, body=reader, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(size)})
         if reader.sent != size:
-            raise ConnectionError("%s changed size while it was uploaded" % name)
+            raise ServerError("%s changed size while it was uploaded" % name)
         try:
             reply = json.loads(data)
             return int(reply["id"]), reader.crc, int(reply["checksum"])
         except (ValueError, KeyError, TypeError):
-            raise ConnectionError("IDS %s: put: unexpected reply %r" % (self.url, data[:200])) \
+            raise ServerError("IDS %s: put: unexpected reply %r" % (self.url, data[:200])) \
                 from None
 
     def get_data(self, datafile_id: int, out) -> tuple[int, int]:
@@ -124,14 +125,14 @@ class IdsClient:
                         size += len(block)
                         crc = zlib.crc32(block, crc)
             except (OSError, http.client.HTTPException) as exc:
-                raise ConnectionError("IDS %s: getData: %s" % (self.url, exc)) from None
+                raise ServerError("IDS %s: getData: %s" % (self.url, exc)) from None
         finally:
             conn.close()
         try:
             err = json.loads(data)
             raise IdsServerError(err["code"], err["message"], reply.status)
         except (ValueError, KeyError, TypeError):
-            raise ConnectionError("IDS %s: getData: HTTP %d %s" % (
+            raise ServerError("IDS %s: getData: HTTP %d %s" % (
                 self.url, reply.status, reply.reason)) from None
 
     def delete(self, datafile_ids) -> None:
