@@ -99,6 +99,8 @@ class Uploader:
             values.get("name"), dataset.values.get("name") if dataset else None)
         if fmt is None or fmt.id is None:
             raise self._error(label, "IDS put needs the Datafile's datafileFormat")
+        if dataset is None or dataset.id is None:
+            raise self._error(label, "IDS put needs the Datafile's dataset")
         path = self._local_file(label, obj)
         try:
             f = open(path, "rb")
@@ -123,7 +125,7 @@ class Uploader:
         self.bytes += size
         obj.id = df_id
         try:
-            stored = self._check(label, path, obj, size, sent_crc, ids_crc)
+            stored = self._check(label, path, obj, df_id, size, sent_crc, ids_crc)
             self._complete(obj, stored)
         except IcatError as exc:
             raise self._error(label, "%s: %s" % (exc.type, exc.message)) from None
@@ -139,12 +141,12 @@ class Uploader:
             return ServerError("IDS %s: %s" % (self.ids.url, exc))
         return self._error(label, "IDS put: %s" % exc)
 
-    def _check(self, label, path, obj: Entity, size, sent_crc, ids_crc) -> Entity:
+    def _check(self, label, path, obj: Entity, df_id: int, size, sent_crc, ids_crc) -> Entity:
         """Sent, received and catalogued must agree, and agree with what the
         dump records; an upload that does not is deleted again.  Returns the
         Datafile as catalogued."""
         crc = checksum_text(sent_crc)
-        stored = self.client.get("Datafile", obj.id)
+        stored = self.client.get("Datafile", df_id)
         problems = []
         if ids_crc != sent_crc & 0xFFFFFFFF:
             problems.append("IDS computed checksum %s, %s was sent" % (checksum_text(ids_crc), crc))
@@ -158,7 +160,7 @@ class Uploader:
         if recorded and _CRC32.match(recorded) and int(recorded, 16) != int(crc, 16):
             problems.append("%s has checksum %s, the file says %s" % (path, crc, recorded))
         if problems:
-            self.ids.delete([obj.id])
+            self.ids.delete([df_id])
             obj.id = None
             raise self._error(label, "; ".join(problems) + " (the upload was deleted)")
         return stored

@@ -104,7 +104,7 @@ class Selection:
              ("datafileIds", "Datafile", "df.id"))
 
     def __init__(self, params: dict):
-        self.ids = {}
+        self.ids: dict[str, list[int]] = {}
         for param, _, _ in self.KINDS:
             text = params.get(param)
             if text is None or text == "":
@@ -529,7 +529,7 @@ class Request:
             self._body_read = True
             pairs += urllib.parse.parse_qsl(self.h.rfile.read(length).decode("utf-8", "replace"),
                                             keep_blank_values=True)
-        out = {}
+        out: dict[str, str] = {}
         for key, value in pairs:
             out.setdefault(key, value)
         return out

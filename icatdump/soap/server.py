@@ -370,8 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _ids(self) -> bool:
-        """Hand a request under /ids/ to the local IDS, if there is one."""
+    def _ids(self):
+        """Hand a request under /ids/ to the local IDS, if there is one (True)."""
         ids = self.server.ids
         if ids is None or not self.path.startswith(ids_server.PREFIX):
             return False
