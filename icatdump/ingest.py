@@ -94,7 +94,8 @@ class Ingester:
     commit_objects = 10000
 
     def __init__(self, client: Client, reader: DumpFileReader, duplicate: str = "THROW",
-                 batch_size: int = 500, progress=None, commit_objects: int | None = None):
+                 batch_size: int = 500, progress=None, commit_objects: int | None = None,
+                 uploader=None):
         if duplicate not in DUPLICATE_MODES:
             raise ValueError("invalid duplicate mode %r" % duplicate)
         self.client = client
@@ -108,6 +109,9 @@ class Ingester:
         if commit_objects is not None:
             self.commit_objects = commit_objects
         self.progress = progress
+        #: With an :class:`icatdump.upload.Uploader`, new Datafiles go in
+        #: through it (IDS put) instead of createMany.
+        self.uploader = uploader
         self.stats = IngestStats()
         self._pending: list[tuple[str | None, Entity]] = []
         self._pending_count = 0
@@ -235,9 +239,12 @@ class Ingester:
                 self._use_existing(key, obj, existing)
                 return
         self._pending.append((key, obj))
+        uploads = _detach_datafiles(obj) if self.uploader is not None else ()
         self._pending_count += _tally(obj, self._pending_types)
         if self._pending_count >= self.batch_size:
             self._flush()
+        for child in uploads:
+            self._add(None, child)
 
     def _defined_before(self, obj: Entity) -> Entity | None:
         """The object of this chunk that ``obj`` defines a second time, if
@@ -267,7 +274,10 @@ class Ingester:
         self._pending, self._pending_count, self._pending_types = [], 0, Counter()
         objs = [obj for _, obj in batch]
         try:
-            self.client.create_many(objs)
+            if self.uploader is None:
+                self.client.create_many(objs)
+            else:
+                self._create_and_upload(batch)
         except (IcatError, ConnectionError) as exc:
             # A server may have created part of the batch: createMany calls
             # are split where objects refer to each other (SOAP client).
@@ -282,6 +292,26 @@ class Ingester:
         self._chunk_batches += 1
         self.stats.created.update(types)
         self._check_stop()
+
+    def _create_and_upload(self, batch):
+        """A batch in file order: Datafiles through the uploader, each run
+        of other objects with one createMany."""
+        start = 0
+        while start < len(batch):
+            end = start
+            if batch[start][1].type.name == "Datafile":
+                self.uploader.upload(*batch[start])
+                start += 1
+                continue
+            while end < len(batch) and batch[end][1].type.name != "Datafile":
+                end += 1
+            try:
+                self.client.create_many([obj for _, obj in batch[start:end]])
+            except IcatError as exc:
+                if exc.offset is not None:
+                    exc.offset += start     # an index into the whole batch
+                raise
+            start = end
 
     def _raise_for_batch(self, batch, exc: IcatError):
         offset = exc.offset if exc.offset is not None and 0 <= exc.offset < len(batch) else None
@@ -541,9 +571,13 @@ class Ingester:
 
     def _use_existing(self, key, obj: Entity, existing: Entity):
         etype = obj.type
+        # An uploaded Datafile's location is the IDS's, not the file's.
+        kept = self.uploader.kept_fields(etype.name) if self.uploader is not None else ()
         if self.duplicate == "CHECK":
             for name in etype.attrs:
                 value = obj.values.get(name)
+                if name in kept:
+                    continue
                 if value is not None and not _same(etype.fields[name], value,
                                                    existing.values.get(name)):
                     raise DataFileError(
@@ -556,8 +590,8 @@ class Ingester:
             changed = False
             for name in etype.attrs:
                 value = obj.values.get(name)
-                if value is not None and not _same(etype.fields[name], value,
-                                                   full.values.get(name)):
+                if name not in kept and value is not None and not _same(
+                        etype.fields[name], value, full.values.get(name)):
                     full.values[name] = value
                     changed = True
             if changed:
@@ -606,6 +640,18 @@ def _fewer_collections():
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def _detach_datafiles(obj: Entity) -> list[Entity]:
+    """Take the Datafiles embedded in ``obj`` out of it (a Dataset's), each
+    referring to it instead, so that each is uploaded on its own."""
+    detached = []
+    for name, f in obj.type.manys.items():
+        if f.type == "Datafile" and obj.values.get(name):
+            for child in obj.values.pop(name):
+                child.values[f.mapped_by] = obj
+                detached.append(child)
+    return detached
 
 
 def _tally(obj: Entity, counter: Counter) -> int:

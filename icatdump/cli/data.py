@@ -5,7 +5,7 @@
     icatdata check FILE         would it ingest? every problem, offline
     icatdata convert IN OUT     XML <-> YAML <-> plugin formats, offline
     icatdata salvage IN OUT     the complete, valid chunks of a broken file
-    icatdata serve PATH         the catalogue as an ICAT SOAP service
+    icatdata serve PATH         the catalogue as an ICAT SOAP service, with an IDS
 """
 
 from __future__ import annotations
@@ -286,11 +286,15 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
               help="Serve HTTPS with this certificate (PEM; may hold the key too).")
 @click.option("--keyfile", type=click.Path(dir_okay=False, exists=True),
               help="The certificate's private key (PEM), if not in --certfile.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where the IDS at /ids keeps the datafiles' content "
+                   "(default: PATH.data beside the catalogue).")
 @quiet_option
 @debug_option
 @handle_errors
-def serve(path, host, port, accounts, certfile, keyfile, quiet):
-    """Serve the embedded catalogue PATH as an ICAT SOAP service."""
+def serve(path, host, port, accounts, certfile, keyfile, data_dir, quiet):
+    """Serve the embedded catalogue PATH as an ICAT SOAP service, with an
+    ICAT Data Service (IDS) for the datafiles' content at /ids."""
     from ..soap.server import run_server
     if keyfile and not certfile:
         raise UsageProblem("--keyfile needs --certfile")
@@ -301,7 +305,7 @@ def serve(path, host, port, accounts, certfile, keyfile, quiet):
             raise UsageProblem("--account wants NAME:PASSWORD, got %r" % acc)
         parsed[name] = password
     try:
-        run_server(path, host, port, parsed or None, quiet, certfile, keyfile)
+        run_server(path, host, port, parsed or None, quiet, certfile, keyfile, data_dir)
     except ssl.SSLError as exc:
         raise UsageProblem("cannot use the certificate %s: %s" % (certfile, exc)) from None
 

@@ -15,6 +15,7 @@ from ..registry import get_backend
 from ..store import EmbeddedClient
 from ..store.lock import WriteLock
 from ..streams import text_reader
+from ..upload import open_uploader
 from .common import (UsageProblem, debug_option, format_names, format_setting, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
 from .progress import Progress, per_type_lines
@@ -32,8 +33,9 @@ from .progress import Progress, per_type_lines
                    "IGNORE, CHECK or OVERWRITE; the last three make an interrupted ingest "
                    "safe to run again.  Config key: duplicate.")
 @click.option("--upload-datafiles/--no-upload-datafiles", default=None,
-              help="Upload the datafiles' content to IDS (needs --idsurl; not supported "
-                   "yet).  Config key: uploadDatafiles.")
+              help="Create each new Datafile through IDS with its file's content (needs "
+                   "--idsurl and a server): DIR/<location> if that exists, else "
+                   "DIR/<name>.  Config key: uploadDatafiles.")
 @click.option("--datafile-dir", type=click.Path(file_okay=False),
               help="Directory with the files to upload (default: the current one).  "
                    "Config key: dataDir.")
@@ -59,9 +61,9 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
                        upload_datafiles=upload_datafiles, datafile_dir=datafile_dir),
                   settings=SETTINGS)
     inputfile, fmt, duplicate = (cfg.settings[k] for k in ("file", "format", "duplicate"))
-    if cfg.settings["uploadDatafiles"]:
-        raise UsageProblem("uploading datafiles to IDS is not supported yet "
-                           "(uploadDatafiles set by %s)" % cfg.origins["uploadDatafiles"])
+    upload = cfg.settings["uploadDatafiles"]
+    if upload:
+        _check_upload(cfg)
     fmt, stream, name = open_input(inputfile, fmt)
     reader_cls, _ = get_backend(fmt)
     if "b" not in reader_cls.mode:
@@ -70,10 +72,14 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     with stream, open_client(cfg) as client, _write_lock(client):
         with reader_cls(client, stream) as reader:
             reader.name = name
+            uploader = None
+            if upload:
+                uploader = open_uploader(client, cfg.idsurl, cfg.settings["dataDir"], cfg,
+                                         lambda: (reader.name, reader.chunk_number))
             ingester = Ingester(client, reader, duplicate, batch_size=batch_size,
                                 commit_objects=commit_size, progress=lambda s: progress.update(
                                     "chunk %d, %d objects" % (s.chunks, s.objects),
-                                    s.objects))
+                                    s.objects), uploader=uploader)
             with _stop_on_sigint(ingester):
                 stats = ingester.run()
     parts = ["%d created" % sum(stats.created.values())]
@@ -81,10 +87,25 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
         parts.append("%d already present" % sum(stats.skipped.values()))
     if stats.updated:
         parts.append("%d updated" % sum(stats.updated.values()))
+    if uploader is not None:
+        parts.append("%d bytes uploaded to %s" % (uploader.bytes, cfg.idsurl))
     progress.done("icatingest: %d chunks into %s, %s, in %.1f s"
                   % (stats.chunks, client.url, ", ".join(parts), stats.seconds),
                   per_type_lines(created=stats.created, already_present=stats.skipped,
                                  updated=stats.updated))
+
+
+def _check_upload(cfg):
+    """python-icat's conditions for an upload: an IDS URL; and ours: a
+    server (IDS creates the Datafiles in its own ICAT, not in a file here)."""
+    from ..config import is_remote
+    origin = cfg.origins.get("uploadDatafiles")
+    if not cfg.idsurl:
+        raise UsageProblem("uploading datafiles (set by %s) needs the IDS URL: --idsurl, "
+                           "ICAT_DATA_SERVICE or idsurl in the config file" % origin)
+    if not (cfg.url and is_remote(cfg.url)):
+        raise UsageProblem("uploading datafiles (set by %s) needs an ICAT server (-w URL), "
+                           "the one the IDS at %s belongs to" % (origin, cfg.idsurl))
 
 
 def _duplicate_setting(value) -> str:

@@ -34,6 +34,8 @@ from lxml import etree
 
 from ..client import Client, IcatError, ParameterError, NoSuchObjectError, error_for
 from ..errors import ClientFault
+from ..ids import server as ids_server
+from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
 from . import codec, wsdl
 from .sessions import Sessions
@@ -368,7 +370,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _ids(self):
+        """Hand a request under /ids/ to the local IDS, if there is one (True)."""
+        ids = self.server.ids
+        if ids is None or not self.path.startswith(ids_server.PREFIX):
+            return False
+        ids.handle(ids_server.Request(self, self.server.tls is not None))
+        return True
+
+    def do_PUT(self):
+        if not self._ids():
+            self._send(404, b"Not found\n", "text/plain")
+
+    do_DELETE = do_PUT
+
     def do_GET(self):
+        if self._ids():
+            return
         url = urllib.parse.urlsplit(self.path)
         if url.path != SERVICE_PATH:
             return self._send(404, b"Not found\n", "text/plain")
@@ -383,6 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, b"Use ?wsdl or ?xsd=1\n", "text/plain")
 
     def do_POST(self):
+        if self._ids():
+            return
         if urllib.parse.urlsplit(self.path).path != SERVICE_PATH:
             return self._send(404, b"Not found\n", "text/plain")
         try:
@@ -407,6 +427,8 @@ class IcatServer(ThreadingHTTPServer):
                  tls: ssl.SSLContext | None = None):
         super().__init__(address, _Handler)
         self.service = service
+        #: The local IDS (an :class:`icatdump.ids.server.IdsService`), or None.
+        self.ids = None
         self.log_requests = log_requests
         self.thread = None
         self.tls = tls
@@ -422,6 +444,13 @@ class IcatServer(ThreadingHTTPServer):
         if ":" in host:
             host = "[%s]" % host
         return "%s://%s:%d%s" % ("https" if self.tls else "http", host, port, SERVICE_PATH)
+
+    @property
+    def ids_url(self) -> str | None:
+        """The local IDS's URL (python-icat's ``idsurl``), or None."""
+        if self.ids is None:
+            return None
+        return self.url[:-len(SERVICE_PATH)] + ids_server.PREFIX.rstrip("/")
 
     def handle_error(self, request, client_address):
         """A client that hangs up or refuses our certificate is its own
@@ -456,7 +485,8 @@ class IcatServer(ThreadingHTTPServer):
 def serve(client, host: str = "127.0.0.1", port: int = 0,
           accounts: dict | None = None, lifetime_minutes: float = 120.0,
           apiversion: str | None = None, log_requests: bool = False,
-          certfile: str | None = None, keyfile: str | None = None) -> IcatServer:
+          certfile: str | None = None, keyfile: str | None = None,
+          data_dir=None) -> IcatServer:
     """Start an ICAT SOAP server for ``client`` in a background thread.
 
     ``client`` is a :class:`Client`, or a callable that opens one; the
@@ -464,6 +494,8 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
     thread, which thread-bound connections such as SQLite's need.  All
     catalogue calls run on that one thread, one at a time.  With
     ``certfile`` (PEM, the key in it or in ``keyfile``) it speaks HTTPS.
+    With ``data_dir``, an IDS answers under ``/ids`` beside it, keeping its
+    files in that directory (see :mod:`icatdump.ids.server`).
     """
     if accounts is None:
         accounts = {"root": "secret"}
@@ -473,7 +505,10 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
         tls.load_cert_chain(certfile, keyfile)
     sessions = Sessions(accounts, lifetime_minutes)
     service = IcatService(client, sessions, apiversion)
-    return IcatServer((host, port), service, log_requests, tls).start()
+    server = IcatServer((host, port), service, log_requests, tls)
+    if data_dir is not None:
+        server.ids = ids_server.IdsService(service, FileStore(data_dir))
+    return server.start()
 
 
 def is_loopback(host: str) -> bool:
@@ -487,8 +522,10 @@ def is_loopback(host: str) -> bool:
 
 def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | None = None,
                quiet: bool = False, certfile: str | None = None,
-               keyfile: str | None = None) -> None:
+               keyfile: str | None = None, data_dir=None) -> None:
     """``icatdata serve``: serve the embedded catalogue at ``path`` until interrupted.
+
+    The IDS keeps its files in ``data_dir``, by default ``<path>.data``.
 
     Prints the service URL on stdout; warns on stderr when the address is
     reachable from other machines, since this server evaluates no
@@ -497,7 +534,8 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
     from ..store import EmbeddedClient
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
-                   log_requests=not quiet, certfile=certfile, keyfile=keyfile)
+                   log_requests=not quiet, certfile=certfile, keyfile=keyfile,
+                   data_dir=data_dir or data_dir_of(path))
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "
@@ -505,8 +543,9 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
                   % (host, "" if certfile else "uses plain HTTP and "), file=sys.stderr)
         print(server.url, flush=True)
         if not quiet:
-            print("accounts: %s (authenticators simple, db); press Ctrl-C to stop"
-                  % ", ".join(sorted(accounts or {"root": ""})), file=sys.stderr)
+            print("accounts: %s (authenticators simple, db); IDS at %s; press Ctrl-C to stop"
+                  % (", ".join(sorted(accounts or {"root": ""})), server.ids_url),
+                  file=sys.stderr)
         # Sleep, not join(timeout): a Ctrl-C that interrupts Thread.join
         # can leave the thread's state inconsistent (CPython gh-90882), and
         # shutdown() joins it again.

@@ -1,0 +1,116 @@
+"""``icatdump --with-data DIR``: the content of every dumped Datafile beside the dump.
+
+Each Datafile written to the dump that has a location gets its content at
+``DIR/<location>``: exactly where ``icatingest --upload-datafiles
+--datafile-dir DIR`` looks first, so a dump and its files move to another
+catalogue and IDS together, and two datafiles of one name never collide.
+
+The content comes from the embedded catalogue's own data directory
+(``<catalogue>.data``, the local IDS's files) or from the server's IDS
+(``--idsurl``; the datafile is found by its location, one search each).
+A file is written under a temporary name and renamed when complete, and
+its size and CRC32 checksum are compared with what the catalogue records
+(a checksum only when it is a CRC32 as IDS writes it): a mismatch is an
+error.  A file already at its place with the recorded size is kept, so a
+dump run again does not fetch everything again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import zlib
+from pathlib import Path
+
+from .errors import DataFileError
+from .ids.store import BLOCK, BadLocation, checksum_text, location_path
+from .query import literal
+
+_CRC32 = re.compile(r"^[0-9a-fA-F]{1,8}$")
+
+
+class DataSaver:
+    """Wraps a writer's ``write_record``: each Datafile's content goes to ``out_dir``.
+
+    ``source``: a directory (an embedded catalogue's data directory, read
+    only) or an :class:`~icatdump.ids.client.IdsClient` used with ``client``.
+    """
+
+    def __init__(self, writer, out_dir, source, client=None):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.source, self.client = source, client
+        self.files = self.bytes = 0
+        inner = writer.write_record
+
+        def write_record(key, record):
+            self._record(key, record)
+            return inner(key, record)
+        writer.write_record = write_record
+
+    def _record(self, key, record):
+        if record.type.name == "Datafile":
+            self._save(key, dict(record.attrs))
+        for _, items in record.children:
+            for child in items:
+                self._record(key, child)
+
+    def _save(self, key, attrs):
+        location = attrs.get("location")
+        if not location:
+            return
+        try:
+            target = location_path(self.dir, location.lstrip("/"))
+        except BadLocation as exc:
+            raise DataFileError("cannot save the file: %s" % exc, key=key) from None
+        size = attrs.get("fileSize")
+        if target.is_file() and size is not None and target.stat().st_size == int(size):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(".%s.%s.part" % (target.name, uuid.uuid4().hex[:8]))
+        try:
+            with open(tmp, "wb") as out:
+                got, crc = self._fetch(key, location, out)
+                out.flush()
+                os.fsync(out.fileno())
+            problems = []
+            if size is not None and got != int(size):
+                problems.append("%d bytes, the catalogue says fileSize %s" % (got, size))
+            recorded = attrs.get("checksum")
+            if recorded and _CRC32.match(recorded) and int(recorded, 16) != crc & 0xFFFFFFFF:
+                problems.append("checksum %s, the catalogue says %s"
+                                % (checksum_text(crc), recorded))
+            if problems:
+                raise DataFileError("the file at %s has %s" % (location, "; ".join(problems)),
+                                    key=key)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.files += 1
+        self.bytes += got
+
+    def _fetch(self, key, location, out) -> tuple[int, int]:
+        if isinstance(self.source, Path):
+            try:
+                src = open(location_path(self.source, location), "rb")
+            except (OSError, BadLocation):
+                raise DataFileError("no file at %s in %s" % (location, self.source),
+                                    key=key) from None
+            with src:
+                size = crc = 0
+                while True:
+                    block = src.read(BLOCK)
+                    if not block:
+                        return size, crc
+                    out.write(block)
+                    size += len(block)
+                    crc = zlib.crc32(block, crc)
+        ids = self.client.search("SELECT df.id FROM Datafile df WHERE df.location = %s"
+                                 % literal(location))
+        if len(ids) != 1:
+            raise DataFileError("%d datafiles have the location %s" % (len(ids), location),
+                                key=key)
+        return self.source.get_data(ids[0], out)
+

@@ -1,0 +1,6 @@
+"""A local ICAT Data Service (IDS) beside the local ICAT server.
+
+:mod:`.store` keeps the files, :mod:`.server` speaks ids.server's REST API
+over them and over the catalogue of the same ``icatdata serve`` process, and
+:mod:`.client` is the small IDS client ``icatingest --upload-datafiles`` uses.
+"""

@@ -1,0 +1,119 @@
+"""The files of the local IDS: one file per Datafile, named by its location.
+
+Why a module of its own: the rules for where a file lives and how it gets
+there (a location never escapes the data directory; a file appears whole
+or not at all) are the store's alone, whatever the HTTP side does.
+
+A file is written under a temporary name in ``.tmp/`` of the data directory,
+flushed to disk and renamed into place, so a crash leaves either nothing or
+the whole file; temporaries left by a killed server are removed when the
+store is opened.  Size and checksum are computed while the bytes go by:
+``crc32`` as ids.server computes it (``java.util.zip.CRC32``, reported as
+``Long.toHexString``: lower-case hex without leading zeros).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import zlib
+from pathlib import Path
+
+#: Bytes read or written at a time: memory per transfer is about this much.
+BLOCK = 64 * 1024
+
+
+def data_dir_of(catalogue) -> Path:
+    """The data directory of an embedded catalogue: ``<catalogue>.data``."""
+    return Path(str(catalogue) + ".data")
+
+
+def checksum_text(crc: int) -> str:
+    """A CRC32 value as ids.server stores it in ``Datafile.checksum``."""
+    return "%x" % (crc & 0xFFFFFFFF)
+
+
+class BadLocation(ValueError):
+    """A location that does not name a file inside the data directory."""
+
+
+def location_path(root, location: str) -> Path:
+    """The file of ``location`` under ``root``; BadLocation for anything
+    that could leave ``root`` or name a hidden file (the store's ``.tmp``)."""
+    parts = location.split("/") if location else []
+    if (not parts or "\\" in location or "\0" in location
+            or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
+        raise BadLocation("location %r is not a relative path of plain names" % location)
+    return Path(root).joinpath(*parts)
+
+
+class FileStore:
+    """Files under ``root``, addressed by a relative location ``a/b/c``."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.tmp = self.root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+
+    def path(self, location: str) -> Path:
+        """The file of ``location`` (see :func:`location_path`)."""
+        return location_path(self.root, location)
+
+    @staticmethod
+    def new_location(dataset_id: int) -> str:
+        """A fresh location for a file of a dataset (never reused)."""
+        return "%d/%s" % (dataset_id, uuid.uuid4())
+
+    def put(self, location: str, blocks) -> tuple[int, int]:
+        """Store the bytes of the iterable ``blocks`` at ``location``;
+        returns ``(size, crc32)``.  An existing file there is an error."""
+        target = self.path(location)
+        if target.exists():
+            raise FileExistsError("a file is stored at %s already" % location)
+        tmp = self.tmp / uuid.uuid4().hex
+        size = crc = 0
+        try:
+            with open(tmp, "wb") as out:
+                for block in blocks:
+                    out.write(block)
+                    size += len(block)
+                    crc = zlib.crc32(block, crc)
+                out.flush()
+                os.fsync(out.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return size, crc
+
+    def open(self, location: str):
+        """The stored file, opened for reading (FileNotFoundError if absent)."""
+        return open(self.path(location), "rb")
+
+    def exists(self, location: str) -> bool:
+        try:
+            return self.path(location).is_file()
+        except BadLocation:
+            return False
+
+    def delete(self, location: str) -> None:
+        """Remove a file (absent is fine) and the directories it leaves empty."""
+        path = self.path(location)
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def copy_to(self, location: str, out, offset: int = 0) -> None:
+        """Write the stored file to ``out`` from ``offset``, a block at a time."""
+        with self.open(location) as f:
+            f.seek(offset)
+            shutil.copyfileobj(f, out, BLOCK)
