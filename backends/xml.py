@@ -266,5 +266,31 @@ def _content(out: list, tag: str, record: Record, indent: str):
     out.append(f"{indent}</{tag}>\n")
 
 
+# ---------------------------------------------------------------------------
+# Recognizing a file (see icatdump.inputs)
+# ---------------------------------------------------------------------------
+
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes are XML: markup first, after an
+    optional byte order mark and white space."""
+    return head.lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"<")
+
+
+_HEAD = re.compile(r"<head>(.*?)</head>", re.S)
+
+
+def read_header(stream) -> dict:
+    """The fields of ``<head>`` (date, service, apiversion, generator) from
+    the first bytes of a file; a missing field is left out.  python-icat's
+    reader ignores the header, so the reader does not read it either."""
+    m = _HEAD.search(stream.read().decode("utf-8", "replace"))
+    result = {}
+    for name in ("date", "service", "apiversion", "generator"):
+        f = re.search(r"<%s>(.*?)</%s>" % (name, name), m.group(1), re.S) if m else None
+        if f:
+            result[name] = f.group(1).strip()
+    return result
+
+
 reader = XMLDumpFileReader
 writer = XMLDumpFileWriter

@@ -523,5 +523,47 @@ def _mapping(out: list, d: dict, first: str, indent: str) -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------
+# Recognizing a file (see icatdump.inputs)
+# ---------------------------------------------------------------------------
+
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes look like a YAML data file: a
+    directive, document start or comment first, or an entity-type key
+    (``user:``); text, not markup."""
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if not text or text.startswith(b"<") or b"\x00" in head[:1024]:
+        return False
+    try:
+        sample = text[:512].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < 500:
+            return False
+        sample = text[:exc.start].decode("utf-8")     # a character cut at the end
+    return sample.startswith(("%YAML", "---", "#")) or bool(_YAML_MAPPING.match(sample))
+
+
+#: A file that starts with neither ``%YAML``, ``---`` nor a comment must at
+#: least open with an entity-type key (``user:``) to be a YAML data file.
+_YAML_MAPPING = re.compile(r"[A-Za-z]\w*:(\s|$)")
+
+#: python-icat's header comments and the fields they give.
+_HEADER_FIELDS = {"Date": "date", "Service": "service", "ICAT-API": "apiversion",
+                  "Generator": "generator"}
+
+
+def read_header(stream) -> dict:
+    """The header comments before the first document (``# ICAT-API: 6.2.0``)
+    from the first bytes of a file; a missing field is left out."""
+    result = {}
+    for line in stream.read().decode("utf-8", "replace").splitlines():
+        if line.startswith("---"):
+            break
+        m = re.match(r"# ([\w-]+): (.*)$", line)
+        if m and m.group(1) in _HEADER_FIELDS:
+            result[_HEADER_FIELDS[m.group(1)]] = m.group(2).strip()
+    return result
+
+
 reader = YAMLDumpFileReader
 writer = YAMLDumpFileWriter

@@ -21,7 +21,6 @@ find duplicates and keys used before their definition).
 
 from __future__ import annotations
 
-from collections import ChainMap
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -34,33 +33,6 @@ from .offline import OfflineClient
 from .registry import get_backend
 from .rules import rules_of
 from .schema import MANY, ONE, Schema
-
-
-def read_head(fmt: str, head: bytes) -> dict:
-    """The header fields of a data file (date, service, apiversion, generator).
-
-    The backends do not read the header (python-icat's readers ignore it),
-    so it is picked out of the first bytes here; a missing field is left out.
-    """
-    import re
-    text = head.decode("utf-8", "replace")
-    result = {}
-    if fmt == "XML":
-        m = re.search(r"<head>(.*?)</head>", text, re.S)
-        for name in ("date", "service", "apiversion", "generator"):
-            f = re.search(r"<%s>(.*?)</%s>" % (name, name), m.group(1), re.S) if m else None
-            if f:
-                result[name] = f.group(1).strip()
-    elif fmt == "YAML":
-        names = {"Date": "date", "Service": "service", "ICAT-API": "apiversion",
-                 "Generator": "generator"}
-        for line in text.splitlines():
-            if line.startswith("---"):
-                break
-            m = re.match(r"# ([\w-]+): (.*)$", line)
-            if m and m.group(1) in names:
-                result[names[m.group(1)]] = m.group(2).strip()
-    return result
 
 
 def format_problem(exc: DataFileError) -> str:
@@ -185,16 +157,16 @@ class Checker:
     def chunks(self):
         """Yield a :class:`ChunkResult` per chunk; the last one is incomplete
         if the file breaks off or cannot be parsed any further."""
-        it = self.reader.chunks()
+        it = self.reader.iter_chunks()
         while True:
             try:
-                data = next(it)
+                chunk = next(it)
             except StopIteration:
                 return
             except DataFileError as exc:
                 yield ChunkResult(exc.chunk or self.reader.chunk_number + 1, [], [exc], False)
                 return
-            yield self._check_chunk(data)
+            yield self._check_chunk(chunk)
 
     def drop(self, result: ChunkResult):
         """Treat a chunk as absent: its keys now name dropped objects."""
@@ -209,12 +181,11 @@ class Checker:
                 self.client.dropped[key] = n
 
     # -- one chunk --------------------------------------------------------------
-    def _check_chunk(self, data) -> ChunkResult:
-        n = self.client.chunk = self.reader.chunk_number
+    def _check_chunk(self, chunk) -> ChunkResult:
+        n = self.client.chunk = chunk.number
         result = ChunkResult(n)
-        objindex = ChainMap({}, self.reader.objindex)
         local: dict[str, int | None] = {}      # keys defined in this chunk → line
-        records = self.reader.parse_chunk(data)
+        records = chunk.records()
         while True:
             try:
                 raw = next(records)
@@ -225,7 +196,7 @@ class Checker:
                 result.complete = False     # the backend cannot go on in this chunk
                 break
             try:
-                obj = self.reader.read_object(raw, objindex)
+                obj = chunk.read(raw)
             except DataFileError as exc:
                 self._problem(result, exc)
                 etype = self.schema.by_instance.get(raw.tag)
@@ -233,7 +204,7 @@ class Checker:
                     obj = Dropped(etype, n, unreadable=True)
                     result.objects.append((raw.key, obj))
                     self._check_key(result, raw, obj, local, compare=False)
-                    self.reader.index_object(objindex, raw.key, obj)
+                    chunk.add(raw.key, obj)
                 continue
             if obj is None:
                 continue
@@ -242,7 +213,7 @@ class Checker:
             self._check_values(result, raw, raw, obj)
             if raw.key:
                 self._check_key(result, raw, obj, local)
-            self.reader.index_object(objindex, raw.key, obj)
+            chunk.add(raw.key, obj)
         return result
 
     def _problem(self, result, exc_or_text, raw=None, line=None):

@@ -52,7 +52,7 @@ from .registry import (BackendOrigins, Backends, discover_backends, get_backend,
 from .rules import field_rule
 from .schema import ATTRIBUTE, MANY, ONE, EntityType
 from .spill import SpilledRuns, entity_from_plain, plain_entity, plain_record, record_from_plain
-from .streams import GZIP_MAGIC, GunzipStream, text_reader
+from .streams import text_reader
 from .types import ValueProblem
 
 __all__ = ["DumpFileReader", "DumpFileWriter", "Backends", "register_backend", "open_dumpfile",
@@ -157,7 +157,13 @@ class DumpFileReader:
 
         Objects are new (not yet created); their references are resolved.
         ``<xxxRef>`` declarations are resolved and indexed, not yielded.
+        The objects are not indexed under their keys (the caller does, as
+        in python-icat; :meth:`Chunk.objects` does it itself).
         """
+        return self._objects(data, objindex, False)
+
+    def _objects(self, data, objindex, index: bool) -> Iterator[tuple[str | None, Entity]]:
+        """The one loop over a chunk's objects (see :meth:`Chunk.objects`)."""
         lines: dict[str, int] = {}      # key -> line: a key defined twice would shadow the first
         lookup = _index_getter(objindex)
         for raw in self._located(self.parse_chunk(data)):
@@ -171,6 +177,8 @@ class DumpFileReader:
                 lines[key] = raw.line
             obj = self.read_object(raw, objindex, lookup)
             if obj is not None:
+                if index and key:
+                    self.index_object(objindex, key, obj)
                 yield key, obj
 
     def read_object(self, raw: RawObject, objindex, lookup=None) -> Entity | None:
@@ -204,28 +212,28 @@ class DumpFileReader:
     def getobjs(self, objindex=None) -> Iterator[Entity]:
         """Iterate over all objects of the file, as python-icat does.
 
-        Each object is indexed under its key once the caller has processed
-        it (created it); its embedded children are then dropped to save
-        memory.  Local keys are valid within their chunk only, except for
-        the retained types (DataCollection, Study).
+        Each object is indexed under its key as it is read; once the caller
+        has processed it (created it), its embedded children are dropped to
+        save memory.  Local keys are valid within their chunk only, except
+        for the retained types (DataCollection, Study).  An ``objindex``
+        given is used for every chunk instead of a fresh one per chunk.
         """
-        reset = objindex is None
-        for chunk in self.chunks():
-            self.client.refresh()
-            if reset:
-                objindex = ChainMap({}, self.objindex)
-            for key, obj in self.getobjs_from_data(chunk, objindex):
+        for chunk in self.iter_chunks(objindex):
+            for _, obj in chunk.objects():
                 obj.client = self.client        # for python-icat's obj.create()
                 yield obj
                 obj.truncate_relations()
-                if key:
-                    if obj.type.name in self._retain:
-                        self.objindex[key] = obj
-                    else:
-                        objindex[key] = obj
 
-    def chunks(self) -> Iterator[Any]:
-        """Iterate over the chunks, keeping :attr:`chunk_number` current."""
+    def iter_chunks(self, objindex=None) -> Iterator["Chunk"]:
+        """The one loop over the chunks of the file: a :class:`Chunk` each.
+
+        Every tool that reads a file (ingest, ``getobjs``, convert, check,
+        info) goes through here, so chunks are numbered, the client's
+        session kept alive and errors located the same way for all: a
+        backend's syntax error names the file and the chunk being read.
+        Each chunk gets a key index of its own in front of the retained
+        one, unless ``objindex`` is given (then that one, for every chunk).
+        """
         self.chunk_number = 0
         chunks = self.getdata()
         while True:
@@ -238,7 +246,14 @@ class DumpFileReader:
                 self._locate(exc, self.chunk_number + 1)
                 raise
             self.chunk_number += 1
-            yield data
+            self.client.refresh()
+            yield Chunk(self, self.chunk_number, data,
+                        ChainMap({}, self.objindex) if objindex is None else objindex)
+
+    def chunks(self) -> Iterator[Any]:
+        """Iterate over the backend's chunks (see :meth:`iter_chunks`)."""
+        for chunk in self.iter_chunks():
+            yield chunk.data
 
     def _located(self, records: Iterator[RawObject]) -> Iterator[RawObject]:
         """Pass a backend's records on, naming file and chunk in its errors."""
@@ -446,6 +461,41 @@ class DumpFileReader:
         return etype.name
 
 
+class Chunk:
+    """One chunk of a file as :meth:`DumpFileReader.iter_chunks` yields it.
+
+    ``number`` counts from 1; ``data`` is the backend's chunk; ``index`` is
+    the chunk's key index (its own keys in front of the retained ones).
+    Read it either as objects (:meth:`objects`: built, references
+    resolved, indexed) or record by record (:meth:`records`, then
+    :meth:`read` and :meth:`add`, for a tool that goes on after a bad
+    object or only counts).  Errors name the file, chunk, line and key.
+    """
+    __slots__ = ("reader", "number", "data", "index")
+
+    def __init__(self, reader: DumpFileReader, number: int, data, index):
+        self.reader, self.number, self.data, self.index = reader, number, data, index
+
+    def objects(self) -> Iterator[tuple[str | None, Entity]]:
+        """``(key, object)`` for each new object, in file order, each
+        indexed under its key as it is read; a key defined twice in the
+        chunk is an error."""
+        return self.reader._objects(self.data, self.index, True)
+
+    def records(self) -> Iterator[RawObject]:
+        """The backend's records, not yet checked against the schema."""
+        return self.reader._located(self.reader.parse_chunk(self.data))
+
+    def read(self, raw: RawObject) -> Entity | None:
+        """One record built with this chunk's index (see
+        :meth:`DumpFileReader.read_object`)."""
+        return self.reader.read_object(raw, self.index)
+
+    def add(self, key, obj: Entity):
+        """Index an object under its key (see :meth:`DumpFileReader.index_object`)."""
+        self.reader.index_object(self.index, key, obj)
+
+
 def _index_getter(objindex):
     """``objindex.get``, quicker for the usual key index of a chunk.
 
@@ -472,8 +522,8 @@ def _no_object(key):
 
 def _input_stream(path: str, mode: str):
     """Open a data file by path; a gzip-compressed one is read through."""
-    diskfile = open(path, "rb")
-    stream = GunzipStream(diskfile, path) if diskfile.peek(2)[:2] == GZIP_MAGIC else diskfile
+    from .inputs import open_binary
+    stream = open_binary(path)[0]
     return stream if "b" in mode else text_reader(stream)
 
 

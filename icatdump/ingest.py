@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections import ChainMap, Counter
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .client import Client, IcatError
@@ -153,14 +153,11 @@ class Ingester:
 
     def _run_chunks(self):
         reader = self.reader
-        for chunk in reader.chunks():
-            self.client.refresh()
+        for chunk in reader.iter_chunks():
             self._chunk_batches = 0
             # All batches of a chunk commit together (embedded catalogue).
             with self.client.transaction():
-                objindex = ChainMap({}, reader.objindex)
-                for key, obj in reader.getobjs_from_data(chunk, objindex):
-                    reader.index_object(objindex, key, obj)
+                for key, obj in chunk.objects():
                     if self.duplicate == "THROW":
                         self._add(key, obj)
                     else:
@@ -170,7 +167,7 @@ class Ingester:
                 self._decide()
                 self._flush()
             self._new_in_chunk.clear()
-            reader.remember_created(objindex)
+            reader.remember_created(chunk.index)
             self.stats.chunks += 1
             self._chunk_batches = 0
             if self.progress:

@@ -12,13 +12,12 @@ the result is what icatdump would have written for the same content.
 from __future__ import annotations
 
 import itertools
-from collections import ChainMap
 
 from .client import Client, SearchResultError, parse_unique_key
 from .dumporder import CHUNK_GROUPS, GROUP_OF, type_order
 from .entity import Entity
 from .keys import KeyError_, unquote
-from .registry import get_backend
+from .registry import open_dumpfile
 from .schema import ATTRIBUTE, ONE, Schema
 
 
@@ -125,16 +124,13 @@ def convert(infile, informat: str, outfile, outformat: str, schema: Schema,
     objects written.
     """
     client = OfflineClient(schema, url, apiversion)
-    reader_cls, _ = get_backend(informat)
-    _, writer_cls = get_backend(outformat)
     order = {name: i for i, name in enumerate(type_order(schema))}
-    with reader_cls(client, infile) as reader, writer_cls(client, outfile) as writer:
-        for chunk in reader.chunks():
-            objindex = ChainMap({}, reader.objindex)
+    with open_dumpfile(client, infile, informat, "r") as reader, \
+            open_dumpfile(client, outfile, outformat, "w") as writer:
+        for chunk in reader.iter_chunks():
             objs = []
-            for key, obj in reader.getobjs_from_data(chunk, objindex):
+            for _, obj in chunk.objects():
                 client.create_many([obj])
-                reader.index_object(objindex, key, obj)
                 objs.append(obj)
             for group in output_chunks(objs, order):
                 writer.writedata(group)

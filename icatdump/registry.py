@@ -9,6 +9,7 @@ importing them.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import MutableMapping
@@ -129,12 +130,33 @@ def get_backend(formatname: str) -> tuple[type[Any], type[Any]]:
     return _known[name]
 
 
-def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any], formatname: str,
-                  mode: str) -> Any:
-    """Open a data file for reading (``mode="r"``) or writing (``"w"``)."""
-    reader, writer = get_backend(formatname)
+def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any],
+                  formatname: str | None = None, mode: str = "r", *,
+                  format: str | None = None) -> Any:
+    """Open a data file for reading (``mode="r"``) or writing (``"w"``).
+
+    python-icat's call ``open_dumpfile(client, f, formatname, mode)`` works
+    as it always did; ``format=`` may name the format instead.  For
+    reading, ``f`` is a path, ``"-"`` or a file object.  A path or ``"-"``
+    is read through if gzip-compressed, and its format is sniffed if none
+    is named -- or checked, if the named format's backend can sniff (see
+    :mod:`icatdump.inputs`).  A file object is read as it is in the format
+    named, or, with none named, sniffed as a path is (it must be binary).
+    Writing needs a format.
+    """
+    if format is not None:
+        if formatname is not None and formatname != format:
+            raise ValueError("two formats given: %s and %s" % (formatname, format))
+        formatname = format
     if mode == "r":
-        return reader(client, f)
+        if formatname is not None and hasattr(f, "read"):
+            return get_backend(formatname)[0](client, f)    # read as it is
+        if isinstance(f, io.TextIOBase):
+            raise ValueError("the format of a text stream cannot be detected: name it")
+        from .inputs import open_input
+        return open_input(f, formatname).reader(client)
     if mode == "w":
-        return writer(client, f)
+        if formatname is None:
+            raise ValueError("a format is needed to write a data file")
+        return get_backend(formatname)[1](client, f)
     raise ValueError("invalid file mode '%s'" % mode)

@@ -1,4 +1,4 @@
-"""What the commands share: opening a catalogue, sniffing formats, errors.
+"""What the commands share: opening a catalogue and input files, errors.
 
 Exit codes, the same for every command (defined in :mod:`icatdump.errors`):
 0 success, 1 a data problem (bad file, duplicate, validation),
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-import io
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -23,7 +21,6 @@ from .. import __version__
 from ..errors import (EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, DataFileError,
                       UsageProblem, classify, one_line)
 from ..registry import BackendOrigins, Backends, discover_backends
-from ..streams import GZIP_MAGIC, GunzipStream
 
 def fail(message: str, code: int, hint: str | None = None):
     click.echo("%s: error: %s" % (_prog(), message), err=True)
@@ -165,88 +162,16 @@ def open_client(cfg, create_default=True):
 
 # -- reading input -----------------------------------------------------------
 
-def sniff_format(head: bytes) -> str | None:
-    """XML or YAML from the first bytes of a file; None if neither."""
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
-    if not text:
-        return None
-    if text.startswith(b"<"):
-        return "XML"
-    if b"\x00" in head[:1024]:
-        return None
-    try:
-        sample = text[:512].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < 500:
-            return None
-        sample = text[:exc.start].decode("utf-8")
-    if sample.startswith(("%YAML", "---", "#")) or _YAML_MAPPING.match(sample):
-        return "YAML"
-    return None
-
-
-#: A file that starts with neither ``%YAML``, ``---`` nor a comment must at
-#: least open with an entity-type key (``user:``) to be a YAML data file.
-_YAML_MAPPING = re.compile(r"[A-Za-z]\w*:(\s|$)")
-
-
-class ReplayStream(io.RawIOBase):
-    """A binary stream that first replays bytes already read from another."""
-
-    def __init__(self, head: bytes, rest, name: str):
-        self._head = head
-        self._rest = rest
-        self.name = name
-
-    def readable(self):
-        return True
-
-    def readinto(self, buf):
-        if self._head:
-            n = min(len(buf), len(self._head))
-            buf[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buf))
-        n = len(data)
-        buf[:n] = data
-        return n
-
-
 def open_input(path: str, fmt: str | None):
-    """Open an input file (or ``-``) and settle its format.
+    """Open an input file (or ``-``): an :class:`~icatdump.inputs.DataInput`.
 
-    Returns ``(format, binary stream, display name)``.  The format is sniffed
-    from the content; an explicit XML or YAML that contradicts it is an error.
-    A plugin format named with ``-f`` is taken as given: its files need not
-    be text, and its reader gets the file itself (unread, so a reader that
-    wants the path on disk, as SQLite does, can find it).
+    The library sniffs compression and format (see :mod:`icatdump.inputs`);
+    a format given with ``-f`` that the content contradicts is a usage
+    problem here.
     """
-    if path == "-":
-        raw = sys.stdin.buffer
-        name = "<stdin>"
-    else:
-        raw = open(path, "rb")
-        name = path
-    if fmt and fmt not in ("XML", "YAML"):
-        if not raw.peek(1):
-            raw.close()
-            raise DataFileError("file is empty", name)
-        return fmt, raw, name
-    head = raw.read(4096)
-    gunzip = None
-    if head.startswith(GZIP_MAGIC):
-        # A gzip-compressed data file (``icatdump | gzip``): read through it.
-        gunzip = GunzipStream(ReplayStream(head, raw, name), name)
-        head = gunzip.peek(4096)[:4096]
-    if not head.strip():
-        raise DataFileError("file is empty", name)
-    sniffed = sniff_format(head)
-    if sniffed is None:
-        raise DataFileError("not an ICAT data file (neither XML nor YAML)", name)
-    if fmt and fmt in ("XML", "YAML") and fmt != sniffed:
-        raise UsageProblem("%s: -f %s given, but the file looks like %s" % (name, fmt, sniffed))
-    if gunzip is not None:
-        return fmt or sniffed, gunzip, name
-    stream = io.BufferedReader(ReplayStream(head, raw, name), 1 << 16)
-    return fmt or sniffed, stream, name
+    from ..inputs import FormatMismatch, open_input as open_data
+    try:
+        return open_data(path, fmt)
+    except FormatMismatch as exc:
+        raise UsageProblem("%s: -f %s given, but the file looks like %s"
+                           % (exc.name, exc.given, exc.sniffed)) from None

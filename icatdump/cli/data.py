@@ -18,11 +18,9 @@ from collections import Counter
 import click
 
 from .. import __version__
-from ..check import format_problem, read_head
+from ..check import format_problem
 from ..dumpfile import RawObject
-from ..registry import get_backend
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
-from ..streams import text_reader
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      open_input, quiet_option)
 
@@ -90,24 +88,18 @@ def _count(raw: RawObject, top: Counter, embedded: Counter, schema: Schema, tag=
 @handle_errors
 def info(file, fmt, as_json):
     """What a data file holds: header, chunks, objects per entity type."""
-    fmt, stream, name = open_input(file, fmt.upper() if fmt else None)
-    head = stream.peek(8192)[:8192]
-    header = read_head(fmt, head)
-    schema = Schema.for_version(header.get("apiversion") or DEFAULT_VERSION)
-    reader_cls, _ = get_backend(fmt)
-    if "b" not in reader_cls.mode:
-        stream = text_reader(stream)
+    data, schema = _open_data(file, fmt, None)
+    header = data.header
     top, embedded, chunks = Counter(), Counter(), 0
-    with stream:
-        reader = reader_cls(_NoClient(schema), stream)
-        reader.name = name
-        for chunk in reader.chunks():
+    with data.reader(_NoClient(schema)) as reader:
+        for chunk in reader.iter_chunks():
             chunks += 1
-            for raw in reader.parse_chunk(chunk):
+            for raw in chunk.records():
                 if raw.ref_only:
                     continue
                 top[raw.tag] += 1
                 _count(raw, top, embedded, schema)
+    fmt, name = data.format, data.name
     result = {
         "file": name, "format": fmt, "size": os.path.getsize(file) if file != "-" else None,
         "header": header, "chunks": chunks,
@@ -170,38 +162,35 @@ def convert(infile, outfile, informat, outformat, schema_version, quiet):
     The output is what icatdump would write for the same content.
     """
     from ..offline import convert as convert_file
-    informat, stream, name = open_input(infile, informat.upper() if informat else None)
-    outformat = (outformat or "").upper() or _format_from_name(outfile)
-    if not outformat:
-        raise UsageProblem("cannot tell the output format from %s: give -t FORMAT" % outfile)
-    header = read_head(informat, stream.peek(8192)[:8192])
-    schema = Schema.for_version(schema_version or header.get("apiversion") or DEFAULT_VERSION)
-    reader_cls, _ = get_backend(informat)
-    if "b" not in reader_cls.mode:
-        stream = text_reader(stream)
-    with stream:
-        n = convert_file(stream, informat, outfile, outformat, schema,
-                         url=header.get("service", ""), apiversion=header.get("apiversion", ""))
+    data, schema = _open_data(infile, informat, schema_version)
+    with data:
+        outformat = (outformat or "").upper() or _format_from_name(outfile)
+        if not outformat:
+            raise UsageProblem("cannot tell the output format from %s: give -t FORMAT"
+                               % outfile)
+        n = convert_file(data.reader_stream(), data.format, outfile, outformat, schema,
+                         url=data.header.get("service", ""),
+                         apiversion=data.header.get("apiversion", ""))
     if not quiet:
         click.echo("icatdata: %d top-level objects written to %s (%s)"
                    % (n, outfile, outformat), err=True)
 
 
 def _open_data(file, fmt, schema_version):
-    """Open an input data file: ``(format, binary stream, name, header, schema)``.
+    """Open an input data file: its :class:`~icatdump.inputs.DataInput` and
+    the schema to read it with.
 
     The schema is the one of the header's apiversion unless given, so an
     ICAT 4.4 file is judged by the 4.4 schema.
     """
-    fmt, stream, name = open_input(file, fmt.upper() if fmt else None)
-    header = read_head(fmt, stream.peek(8192)[:8192])
-    schema = Schema.for_version(schema_version or header.get("apiversion") or DEFAULT_VERSION)
-    return fmt, stream, name, header, schema
-
-
-def _text_if_needed(stream, fmt):
-    reader_cls, _ = get_backend(fmt)
-    return stream if "b" in reader_cls.mode else text_reader(stream)
+    data = open_input(file, fmt.upper() if fmt else None)
+    version = schema_version or data.header.get("apiversion") or DEFAULT_VERSION
+    try:
+        schema = Schema.for_version(version)
+    except BaseException:
+        data.close()
+        raise
+    return data, schema
 
 
 @main.command()
@@ -223,9 +212,11 @@ def check(file, fmt, schema_version, max_problems, quiet):
     catalogue; they are not problems.
     """
     from ..check import check as check_file
-    fmt, stream, name, header, schema = _open_data(file, fmt, schema_version)
-    with _text_if_needed(stream, fmt) as text:
-        report = check_file(text, fmt, schema, name=name, limit=max_problems)
+    data, schema = _open_data(file, fmt, schema_version)
+    name = data.name
+    with data:
+        report = check_file(data.reader_stream(), data.format, schema, name=name,
+                            limit=max_problems)
     if report.expected and not quiet:
         click.echo("%s: %d reference%s expected in the target catalogue:" % (
             name, len(report.expected), "s" if len(report.expected) != 1 else ""), err=True)
@@ -256,10 +247,11 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
     written either way).
     """
     from ..salvage import salvage as salvage_file
-    informat, stream, name, header, schema = _open_data(infile, informat, schema_version)
-    outformat = (outformat or "").upper() or informat
-    with stream:
-        report = salvage_file(stream, informat, outfile, outformat, schema, name=name,
+    data, schema = _open_data(infile, informat, schema_version)
+    name, header = data.name, data.header
+    outformat = (outformat or "").upper() or data.format
+    with data:
+        report = salvage_file(data.stream, data.format, outfile, outformat, schema, name=name,
                               url=header.get("service", ""),
                               apiversion=header.get("apiversion", ""))
     for number, line, reason in report.dropped:

@@ -11,10 +11,8 @@ import click
 from .. import __version__
 from ..config import Setting, boolean_setting, connection_options, path_setting, resolve
 from ..ingest import DUPLICATE_MODES, Ingester
-from ..registry import get_backend
 from ..store import EmbeddedClient
 from ..store.lock import WriteLock
-from ..streams import text_reader
 from ..upload import open_uploader
 from .common import (UsageProblem, debug_option, format_names, format_setting, handle_errors,
                      list_formats_option, open_client, open_input, quiet_option)
@@ -64,14 +62,10 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     upload = cfg.settings["uploadDatafiles"]
     if upload:
         _check_upload(cfg)
-    fmt, stream, name = open_input(inputfile, fmt)
-    reader_cls, _ = get_backend(fmt)
-    if "b" not in reader_cls.mode:
-        stream = text_reader(stream)
+    data = open_input(inputfile, fmt)
     progress = Progress(quiet, verbose=verbose)
-    with stream, open_client(cfg) as client, _write_lock(client):
-        with reader_cls(client, stream) as reader:
-            reader.name = name
+    with data, open_client(cfg) as client, _write_lock(client):
+        with data.reader(client) as reader:
             uploader = None
             if upload:
                 uploader = open_uploader(client, cfg.idsurl, cfg.settings["dataDir"], cfg,

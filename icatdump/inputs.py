@@ -1,0 +1,252 @@
+"""Opening a data file for reading: compression, format and header.
+
+The one home of what a reader needs settled before it can start:
+
+* gzip: a compressed file (``icatdump -o x.xml.gz``, ``icatdump | gzip``)
+  is read through, whatever its format;
+* the format: sniffed from the first bytes by the backends themselves --
+  a backend's module or reader class may offer ``sniff(head) -> bool`` --
+  or checked against them when a format is named;
+* the header (date, service, apiversion, generator): read by the
+  backend's ``read_header(stream)`` from the same first bytes, so that a
+  tool can pick the schema before any object is read.
+
+The library (:func:`~icatdump.registry.open_dumpfile`, a reader given a
+path) and the commands use these functions, so every format, plugins too,
+gets the same sniffing, gzip and ``icatdata info``/``check`` headers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+
+from .errors import DataFileError
+from .registry import Backends, discover_backends, get_backend
+from .streams import GZIP_MAGIC, GunzipStream, text_reader
+
+#: How many (decompressed) bytes ``sniff`` and ``read_header`` are given:
+#: the start of the file, or all of it if it is shorter.
+HEAD_SIZE = 8192
+
+
+class FormatMismatch(ValueError):
+    """A format was named, but the content is plainly another format's."""
+
+    def __init__(self, name: str, given: str, sniffed: str):
+        super().__init__("%s: read as %s, but the file looks like %s" % (name, given, sniffed))
+        self.name, self.given, self.sniffed = name, given, sniffed
+
+
+class ReplayStream(io.RawIOBase):
+    """A binary stream that first replays bytes already read from another."""
+
+    def __init__(self, head: bytes, rest, name: str):
+        self._head = head
+        self._rest = rest
+        self.name = name
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def close(self):
+        self._rest.close()
+        super().close()
+
+
+def open_binary(f, name: str | None = None) -> tuple:
+    """A binary input, unread, decompressed if it is gzip.
+
+    ``f`` is a path, ``"-"`` (standard input) or a binary stream.  Returns
+    ``(stream, name, head)``: ``head`` is its first :data:`HEAD_SIZE`
+    decompressed bytes.  A seekable plain file is handed on as it is, at
+    its start, so a reader that wants the file on disk (SQLite) finds it.
+    """
+    if hasattr(f, "read"):
+        raw = f
+        name = name or getattr(f, "name", None) or "<stream>"
+    elif f == "-":
+        raw = sys.stdin.buffer
+        name = name or "<stdin>"
+    else:
+        name = name or os.fspath(f)
+        raw = open(f, "rb")
+    try:
+        seekable = raw.seekable()
+        if seekable:
+            start = raw.tell()
+            first = raw.read(HEAD_SIZE)
+            raw.seek(start)
+            stream = raw
+        else:
+            first = _read_fully(raw, HEAD_SIZE)
+            stream = io.BufferedReader(ReplayStream(first, raw, name), 1 << 16)
+        if not first.startswith(GZIP_MAGIC):
+            return stream, name, first
+        stream = GunzipStream(stream, name)
+        return stream, name, stream.peek(HEAD_SIZE)[:HEAD_SIZE]
+    except BaseException:
+        if raw is not f:
+            raw.close()
+        raise
+
+
+def _read_fully(raw, size: int) -> bytes:
+    """Up to ``size`` bytes: a pipe may hand out less in one read."""
+    parts, n = [], 0
+    while n < size:
+        data = raw.read(size - n)
+        if not data:
+            break
+        parts.append(data)
+        n += len(data)
+    return b"".join(parts)
+
+
+def format_hook(reader_cls, name: str):
+    """A backend's optional ``sniff`` or ``read_header``: on its reader
+    class, else in the module that defines the class (where an entry point
+    names ``reader`` and ``writer``); None if it offers none."""
+    hook = getattr(reader_cls, name, None)
+    if hook is None:
+        hook = getattr(sys.modules.get(reader_cls.__module__), name, None)
+    return hook if callable(hook) else None
+
+
+def _sniffing_order() -> list[str]:
+    """The formats that can sniff, the built-in ones first: a plugin's
+    sniff that claims too much must not take XML or YAML files."""
+    discover_backends()
+
+    def builtin(n):
+        return not Backends[n][0].__module__.startswith("icatdump.")
+    return [n for n in sorted(Backends, key=lambda n: (builtin(n), n))
+            if format_hook(Backends[n][0], "sniff") is not None]
+
+
+def sniff(head: bytes) -> str | None:
+    """The registered format whose backend recognizes ``head``, or None."""
+    for fmt in _sniffing_order():
+        if format_hook(Backends[fmt][0], "sniff")(head):
+            return fmt
+    return None
+
+
+def settle_format(head: bytes, formatname: str | None, name: str) -> str:
+    """The format to read a file as, from its first bytes.
+
+    Without ``formatname`` it is sniffed.  A named format whose backend can
+    sniff must recognize the file (else :class:`FormatMismatch` if another
+    format does, or "not an ICAT data file"); one that cannot sniff is
+    taken as given.
+    """
+    if not head.strip():
+        raise DataFileError("file is empty", name)
+    if formatname is not None:
+        formatname = registered_name(formatname)
+        own = format_hook(get_backend(formatname)[0], "sniff")
+        if own is None or own(head):
+            return formatname
+    sniffed = sniff(head)
+    if sniffed is None:
+        known = _sniffing_order() if formatname is None else [formatname]
+        raise DataFileError("not an ICAT data file (%s)" % _neither(known), name)
+    if formatname is not None:
+        raise FormatMismatch(name, formatname, sniffed)
+    return sniffed
+
+
+def registered_name(formatname: str) -> str:
+    """A format name as registered (``xml`` -> ``XML``); unknown: ValueError."""
+    reader = get_backend(formatname)
+    return next(n for n, classes in Backends.items() if classes == reader)
+
+
+def _neither(names: list[str]) -> str:
+    if len(names) == 1:
+        return "not %s" % names[0]
+    if len(names) == 2:
+        return "neither %s nor %s" % tuple(names)
+    return "none of %s" % ", ".join(names)
+
+
+def read_header(fmt: str, head: bytes) -> dict:
+    """The header fields of a file (date, service, apiversion, generator),
+    as far as its backend's ``read_header`` tells from the first bytes;
+    ``{}`` for a backend without one."""
+    hook = format_hook(get_backend(fmt)[0], "read_header")
+    return dict(hook(io.BytesIO(head)) or {}) if hook is not None else {}
+
+
+@dataclass
+class DataInput:
+    """An input data file, opened and its format settled, not yet read.
+
+    ``stream`` is binary (decompressed); :meth:`reader` hands it to a
+    reader, which then owns it.  Use as a context manager, or close it.
+    """
+    format: str
+    stream: object
+    name: str
+    head: bytes
+    _header: dict | None = field(default=None, repr=False)
+
+    @property
+    def header(self) -> dict:
+        """What the backend reads of the header (see :func:`read_header`)."""
+        if self._header is None:
+            self._header = read_header(self.format, self.head)
+        return self._header
+
+    @property
+    def reader_class(self):
+        return get_backend(self.format)[0]
+
+    def reader_stream(self):
+        """The stream in the reader's mode: UTF-8 text for a text format."""
+        if "b" in self.reader_class.mode:
+            return self.stream
+        return text_reader(self.stream)
+
+    def reader(self, client, reader_cls=None):
+        """A reader of this file (``reader_cls``: a subclass of the
+        format's), which closes the file when it is closed."""
+        reader = (reader_cls or self.reader_class)(client, self.reader_stream())
+        reader.name = self.name
+        reader._closefile = True
+        return reader
+
+    def close(self):
+        self.stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_input(f, formatname: str | None = None, name: str | None = None) -> DataInput:
+    """Open a data file (path, ``"-"`` or binary stream) for reading:
+    decompressed, its format sniffed or checked (see :func:`settle_format`)."""
+    stream, name, head = open_binary(f, name)
+    try:
+        fmt = settle_format(head, formatname, name)
+    except BaseException:
+        if stream is not f:
+            stream.close()
+        raise
+    return DataInput(fmt, stream, name, head)
