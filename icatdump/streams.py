@@ -64,19 +64,25 @@ class GunzipStream(io.RawIOBase):
 class Utf8Text(io.TextIOBase):
     """UTF-8 text over a :class:`GunzipStream`, one underlying read per call.
 
-    Enough of a text file for the parsers, which only ``read(size)`` and
-    take short reads in their stride.
+    Enough of a text file for the parsers, which ``read(size)`` and take
+    short reads in their stride, and for a plugin's reader that reads
+    lines (``readline``, iteration).
     """
 
     def __init__(self, raw, name: str):
         self._raw = raw
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._line = ""         # text read by readline beyond its line
         self.name = name
 
     def readable(self):
         return True
 
     def read(self, size=-1) -> str:
+        if self._line:
+            text = self._line if size is None or size < 0 else self._line[:size]
+            self._line = self._line[len(text):]
+            return text
         if size is None or size < 0:
             return self._decoder.decode(self._raw.read(), final=True)
         while True:
@@ -84,6 +90,22 @@ class Utf8Text(io.TextIOBase):
             text = self._decoder.decode(data, final=not data)
             if text or not data:
                 return text
+
+    def readline(self, size=-1) -> str:
+        parts = []
+        while True:
+            text = self.read(1 << 16)
+            end = text.find("\n") + 1
+            if not text or end:
+                parts.append(text[:end] if end else text)
+                self._line = text[end:] if end else ""
+                break
+            parts.append(text)
+        line = "".join(parts)
+        if size is not None and 0 <= size < len(line):
+            self._line = line[size:] + self._line
+            line = line[:size]
+        return line
 
     def close(self):
         self._raw.close()

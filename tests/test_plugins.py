@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import io
 import json
@@ -392,3 +393,145 @@ def test_list_formats_with_the_plugin(plugin_site):
     assert proc.stderr == ""
     proc = run_python(["-m", "icatdump.cli.ingest", "--list-formats"], site=plugin_site)
     assert "SQLITE" in proc.stdout
+
+
+# -- (e) a plugin that can sniff and read its header: the file tools, gzip -------
+
+JSONL = {"jsonl_fmt": '''
+    """JSON lines: a header line, then one line per chunk (doc/plugins.md),
+    with the two optional hooks: sniff and read_header."""
+    import json
+    from icatdump.dumpfile import DataFileError, DumpFileReader, DumpFileWriter, RawObject
+    from icatdump.types import to_text
+
+    MAGIC = b'{"icatdump-jsonl": 1'
+
+    def sniff(head):
+        return head.startswith(MAGIC)
+
+    def read_header(stream):
+        first = json.loads(stream.readline())
+        return {k: first[k] for k in ("service", "apiversion") if first.get(k)}
+
+    def record_json(record, key=None):
+        return {"type": record.type.instance_name, "key": key,
+                "fields": [[n, to_text(v)] for n, v in record.attrs]
+                          + [[n, k] for n, k in record.refs]
+                          + [[n, [record_json(c) for c in cs]] for n, cs in record.children]}
+
+    def raw_object(obj):
+        return RawObject(obj["type"], obj["key"],
+                         [(n, [raw_object(c) for c in v] if isinstance(v, list) else v)
+                          for n, v in obj["fields"]])
+
+    class writer(DumpFileWriter):
+        mode = "w"
+
+        def head(self):
+            self.outfile.write(MAGIC.decode() + ", " + json.dumps(
+                {"service": self.client.url, "apiversion": str(self.client.apiversion)})[1:]
+                + "\\n")
+            self.chunk = []
+
+        def startdata(self):
+            if self.chunk:
+                self.outfile.write(json.dumps(self.chunk) + "\\n")
+            self.chunk = []
+
+        def write_record(self, key, record):
+            self.chunk.append(record_json(record, key))
+
+        def finalize(self):
+            self.startdata()
+
+    class reader(DumpFileReader):
+        mode = "r"
+
+        def getdata(self):
+            self.infile.readline()
+            for number, line in enumerate(self.infile, start=2):
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise DataFileError("invalid JSON: %s" % exc, line=number) from None
+
+        def parse_chunk(self, chunk):
+            for obj in chunk:
+                yield raw_object(obj)
+'''}
+
+
+@pytest.fixture(scope="module")
+def jsonl_site(tmp_path_factory) -> pathlib.Path:
+    return fake_dist(tmp_path_factory.mktemp("jsonl"), "icatdump-jsonl", {"JSONL": "jsonl_fmt"},
+                     JSONL)
+
+
+def run_cli(site, *args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("ICATDUMP_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          env=env, timeout=300, stdin=stdin)
+
+
+def test_sniffing_plugin_gets_the_file_tools_and_gzip(jsonl_site, example, tmp_path):
+    """A plugin with sniff and read_header: icatdata info, check and convert
+    find its files without -f, plain and gzip-compressed, read its header
+    (the ICAT 5.0 schema of a 5.0 file) and give the content back."""
+    src = example("icatdump-5.0.yaml")
+    plain = tmp_path / "dump.jsonl"
+    run_python(["-m", "icatdump.cli.data", "convert", "-q", str(src), str(plain)],
+               site=jsonl_site)
+    assert plain.read_bytes().startswith(b'{"icatdump-jsonl": 1, "service": ')
+    packed = tmp_path / "dump.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+
+    yaml_info = json.loads(run_python(["-m", "icatdump.cli.data", "info", "--json", str(src)],
+                                      site=jsonl_site).stdout)
+    assert yaml_info["header"]["apiversion"] == "5.0.1"
+    for path in (plain, packed):
+        info = json.loads(run_python(["-m", "icatdump.cli.data", "info", "--json", str(path)],
+                                     site=jsonl_site).stdout)
+        assert info["format"] == "JSONL"
+        assert info["header"] == {"service": yaml_info["header"]["service"],
+                                  "apiversion": "5.0.1"}
+        for k in ("chunks", "objects", "top_level", "embedded"):
+            assert info[k] == yaml_info[k], k
+
+        proc = run_cli(jsonl_site, "icatdump.cli.data", "check", str(path))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "ICAT 5.0 schema" in proc.stderr and "no problems" in proc.stderr, proc.stderr
+
+        back = tmp_path / ("back-%s.yaml" % path.suffix.lstrip("."))
+        run_python(["-m", "icatdump.cli.data", "convert", "-q", str(path), str(back)],
+                   site=jsonl_site)
+        assert body(back.read_bytes()) == body(src.read_bytes())
+
+    # From standard input too, and through icatingest.
+    cat = tmp_path / "cat.sqlite"
+    run_python(["-m", "icatdump.cli.data", "init", "--schema-version", "5.0", str(cat)],
+               site=jsonl_site)
+    with open(packed, "rb") as stdin:
+        proc = run_cli(jsonl_site, "icatdump.cli.ingest", "-q", "-w", str(cat), "-i", "-",
+                       stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.yaml"
+    run_python(["-m", "icatdump.cli.dump", "-q", "-w", str(cat), "-o", str(out)],
+               site=jsonl_site)
+    assert body(out.read_bytes()) == body(src.read_bytes())
+
+
+def test_sniffing_plugin_contradicted_and_unknown(jsonl_site, example, tmp_path):
+    """-f JSONL on a YAML file is a usage error saying what the file looks
+    like; a file no format recognizes names the formats that were asked."""
+    src = example("icatdump-5.0.yaml")
+    proc = run_cli(jsonl_site, "icatdump.cli.data", "info", "-f", "jsonl", str(src))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "icatdata: error: %s: -f JSONL given, but the file looks like YAML" % src]
+    other = tmp_path / "other.txt"
+    other.write_text('{"something": "else"}\n')
+    proc = run_cli(jsonl_site, "icatdump.cli.data", "check", str(other))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "icatdata: error: %s: not an ICAT data file (none of XML, YAML, JSONL)" % other]
