@@ -227,22 +227,64 @@ def test_cli_ingests_and_converts_with_the_plugin(plugin_site, example, tmp_path
 
 
 def test_cli_plugin_format_errors(plugin_site, tmp_path):
-    """An empty file and a file of another kind under -f SQLITE: exit 1, the
-    cause on the first line (a hint may follow), no traceback."""
+    """Under -f SQLITE: an empty file, another SQLite database (a catalogue)
+    and a file of no known format are exit 1, a YAML file exit 2 (the
+    plugin's sniff says it is not one of its files); the cause on the first
+    line (a hint may follow), no traceback."""
     cat = tmp_path / "cat.sqlite"
     run_python(["-m", "icatdump.cli.data", "init", str(cat)], site=plugin_site)
-    empty, yaml_file = tmp_path / "empty.sqlite", tmp_path / "a.yaml"
+    empty, yaml_file, text = tmp_path / "empty.sqlite", tmp_path / "a.yaml", tmp_path / "a.txt"
     empty.write_bytes(b"")
     yaml_file.write_text("%YAML 1.1\n---\n")
+    text.write_text("hello\n")
     env = dict(os.environ, PYTHONPATH=str(plugin_site))
-    for path, message in ((empty, "file is empty"), (yaml_file, "not an icatdump SQLite file")):
+    for path, message, code in (
+            (empty, "file is empty", 1),
+            (cat, "not an ICAT data file (not SQLITE)", 1),
+            (text, "not an ICAT data file (not SQLITE)", 1),
+            (yaml_file, "-f SQLITE given, but the file looks like YAML", 2)):
         proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w",
                                str(cat), "-f", "SQLITE", "-i", str(path)],
                               capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == code, proc.stderr
         lines = proc.stderr.splitlines()
         assert message in lines[0] and str(path) in lines[0] and len(lines) <= 3, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_cli_sniffs_the_plugin_format(plugin_site, example, tmp_path):
+    """The example plugin offers sniff: its dumps, plain and gzip-compressed,
+    are found without -f by icatdata info, check and convert and icatingest;
+    another SQLite file (a catalogue) is not taken for one."""
+    src = example("icatdump-6.2.yaml")
+    dump_file, packed = tmp_path / "dump.sqlite", tmp_path / "dump.gz"
+    run_python(["-m", "icatdump.cli.data", "convert", "-q", str(src), str(dump_file)],
+               site=plugin_site)
+    packed.write_bytes(gzip.compress(dump_file.read_bytes()))
+    want = json.loads(run_python(["-m", "icatdump.cli.data", "info", "--json", str(src)],
+                                 site=plugin_site).stdout)
+    for path in (dump_file, packed):
+        info = json.loads(run_python(["-m", "icatdump.cli.data", "info", "--json", str(path)],
+                                     site=plugin_site).stdout)
+        assert info["format"] == "SQLITE" and info["header"] == {}
+        for k in ("chunks", "objects", "top_level", "embedded"):
+            assert info[k] == want[k], k
+        proc = run_python(["-m", "icatdump.cli.data", "check", str(path)], site=plugin_site)
+        assert "no problems" in proc.stderr
+        back = tmp_path / "back.yaml"
+        run_python(["-m", "icatdump.cli.data", "convert", "-q", str(path), str(back)],
+                   site=plugin_site)
+        assert body(back.read_bytes()) == body(src.read_bytes())
+    cat = tmp_path / "cat.sqlite"
+    run_python(["-m", "icatdump.cli.data", "init", str(cat)], site=plugin_site)
+    run_python(["-m", "icatdump.cli.ingest", "-q", "-w", str(cat), "-i", str(packed)],
+               site=plugin_site)
+    proc = subprocess.run([sys.executable, "-m", "icatdump.cli.data", "info", str(cat)],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(plugin_site)))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["icatdata: error: %s: not an ICAT data file "
+                                        "(none of XML, YAML, SQLITE)" % cat]
 
 
 # -- (b), (c): the registry -----------------------------------------------------

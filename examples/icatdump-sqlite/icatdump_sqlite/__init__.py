@@ -49,6 +49,10 @@ SQL_TYPES = {"String": "TEXT", "Integer": "INTEGER", "Long": "INTEGER",
 #: The bookkeeping columns every entity table has, before the fields.
 META_COLUMNS = ("_seq", "_chunk", "_key", "_parent", "_relation")
 
+#: SQLite's application id of these dumps (``PRAGMA application_id``, bytes
+#: 68-71 of the file), which tells them from other SQLite files.
+APPLICATION_ID = b"ICDS"
+
 
 def q(name: str) -> str:
     """An SQL identifier, quoted (``user`` and ``type`` are fine then)."""
@@ -89,6 +93,7 @@ class SQLiteDumpFileWriter(DumpFileWriter):
         self.db.execute("PRAGMA synchronous = OFF")
         # Every table takes at least a page: small pages keep small dumps small.
         self.db.execute("PRAGMA page_size = 1024")
+        self.db.execute("PRAGMA application_id = %d" % int.from_bytes(APPLICATION_ID, "big"))
         self.tables: dict[str, tuple] = {}  # tag -> (INSERT, field columns)
         self.seq = 0
         self.chunk = 0
@@ -250,6 +255,21 @@ def _real_path(stream) -> str | None:
     except (OSError, ValueError, AttributeError):
         pass
     return None
+
+
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes are a dump of this format: an SQLite
+    database with this format's application id (not any SQLite file: an
+    embedded ICAT catalogue is one too).
+
+    With this hook icatdump recognizes the format without ``-f`` (and a
+    gzip-compressed dump too) in ``icatingest`` and ``icatdata``.  A
+    ``read_header(stream)`` hook is left out: SQLite needs the whole
+    database to read the header row, not just the first bytes icatdump
+    hands to that hook, so the file tools read a dump with the default
+    schema unless ``--schema-version`` is given.
+    """
+    return head.startswith(b"SQLite format 3\0") and head[68:72] == APPLICATION_ID
 
 
 reader = SQLiteDumpFileReader
