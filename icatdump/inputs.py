@@ -72,7 +72,7 @@ def open_binary(f, name: str | None = None) -> tuple:
 
     ``f`` is a path, ``"-"`` (standard input) or a binary stream.  Returns
     ``(stream, name, head)``: ``head`` is its first :data:`HEAD_SIZE`
-    decompressed bytes.  A seekable plain file is handed on as it is, at
+    decompressed bytes.  A stream given is the caller's to close.  A seekable plain file is handed on as it is, at
     its start, so a reader that wants the file on disk (SQLite) finds it.
     """
     if hasattr(f, "read"):
@@ -196,12 +196,15 @@ class DataInput:
     """An input data file, opened and its format settled, not yet read.
 
     ``stream`` is binary (decompressed); :meth:`reader` hands it to a
-    reader, which then owns it.  Use as a context manager, or close it.
+    reader, which then closes it with itself -- if ``owned``: a file
+    opened here, not a stream the caller gave.  Use as a context manager,
+    or close it.
     """
     format: str
     stream: object
     name: str
     head: bytes
+    owned: bool = True
     _header: dict | None = field(default=None, repr=False)
 
     @property
@@ -226,11 +229,12 @@ class DataInput:
         format's), which closes the file when it is closed."""
         reader = (reader_cls or self.reader_class)(client, self.reader_stream())
         reader.name = self.name
-        reader._closefile = True
+        reader._closefile = self.owned
         return reader
 
     def close(self):
-        self.stream.close()
+        if self.owned:
+            self.stream.close()
 
     def __enter__(self):
         return self
@@ -249,4 +253,4 @@ def open_input(f, formatname: str | None = None, name: str | None = None) -> Dat
         if stream is not f:
             stream.close()
         raise
-    return DataInput(fmt, stream, name, head)
+    return DataInput(fmt, stream, name, head, owned=not hasattr(f, "read"))
