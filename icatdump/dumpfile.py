@@ -41,6 +41,7 @@ from . import atomic
 from .client import Client, SearchResultError
 from .entity import DataConsistencyError, Entity
 from .errors import DataFileError
+from .inputs import open_binary
 from .keyindex import KeyIndex, RefCache, retained_types
 from .keys import KeyError_, is_generic
 from .paging import batched, pages
@@ -522,7 +523,6 @@ def _no_object(key):
 
 def _input_stream(path: str, mode: str):
     """Open a data file by path; a gzip-compressed one is read through."""
-    from .inputs import open_binary
     stream = open_binary(path)[0]
     return stream if "b" in mode else text_reader(stream)
 

@@ -1,19 +1,21 @@
-"""Opening a data file for reading: compression, format and header.
+"""Opening a data file for reading: compression, first bytes, header.
 
-The one home of what a reader needs settled before it can start:
+The one home of what a reader's input needs before it is read:
 
 * gzip: a compressed file (``icatdump -o x.xml.gz``, ``icatdump | gzip``)
-  is read through, whatever its format;
-* the format: sniffed from the first bytes by the backends themselves --
-  a backend's module or reader class may offer ``sniff(head) -> bool`` --
-  or checked against them when a format is named;
-* the header (date, service, apiversion, generator): read by the
-  backend's ``read_header(stream)`` from the same first bytes, so that a
-  tool can pick the schema before any object is read.
+  is read through, whatever its format (:func:`open_binary`);
+* its first bytes (:data:`HEAD_SIZE`), which the backends' optional hooks
+  judge: ``sniff(head) -> bool`` (is this one of my files?) and
+  ``read_header(stream)`` (date, service, apiversion, generator), found
+  on a backend's reader class or in its module (:func:`format_hook`);
+* :class:`DataInput`: the file opened, its format settled, ready to hand
+  to a reader.
 
-The library (:func:`~icatdump.registry.open_dumpfile`, a reader given a
-path) and the commands use these functions, so every format, plugins too,
-gets the same sniffing, gzip and ``icatdata info``/``check`` headers.
+Which format a file is -- asking the registered backends in turn -- is
+the registry's job (:func:`icatdump.registry.open_input`), so that the
+library (:func:`~icatdump.registry.open_dumpfile`, a reader given a path)
+and the commands sniff the same way, and plugin formats get the same
+sniffing, gzip and ``icatdata info``/``check`` headers as XML and YAML.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from .errors import DataFileError
-from .registry import Backends, discover_backends, get_backend
 from .streams import GZIP_MAGIC, GunzipStream, text_reader
 
 #: How many (decompressed) bytes ``sniff`` and ``read_header`` are given:
@@ -126,68 +126,11 @@ def format_hook(reader_cls, name: str):
     return hook if callable(hook) else None
 
 
-def _sniffing_order() -> list[str]:
-    """The formats that can sniff, the built-in ones first: a plugin's
-    sniff that claims too much must not take XML or YAML files."""
-    discover_backends()
-
-    def builtin(n):
-        return not Backends[n][0].__module__.startswith("icatdump.")
-    return [n for n in sorted(Backends, key=lambda n: (builtin(n), n))
-            if format_hook(Backends[n][0], "sniff") is not None]
-
-
-def sniff(head: bytes) -> str | None:
-    """The registered format whose backend recognizes ``head``, or None."""
-    for fmt in _sniffing_order():
-        if format_hook(Backends[fmt][0], "sniff")(head):
-            return fmt
-    return None
-
-
-def settle_format(head: bytes, formatname: str | None, name: str) -> str:
-    """The format to read a file as, from its first bytes.
-
-    Without ``formatname`` it is sniffed.  A named format whose backend can
-    sniff must recognize the file (else :class:`FormatMismatch` if another
-    format does, or "not an ICAT data file"); one that cannot sniff is
-    taken as given.
-    """
-    if not head.strip():
-        raise DataFileError("file is empty", name)
-    if formatname is not None:
-        formatname = registered_name(formatname)
-        own = format_hook(get_backend(formatname)[0], "sniff")
-        if own is None or own(head):
-            return formatname
-    sniffed = sniff(head)
-    if sniffed is None:
-        known = _sniffing_order() if formatname is None else [formatname]
-        raise DataFileError("not an ICAT data file (%s)" % _neither(known), name)
-    if formatname is not None:
-        raise FormatMismatch(name, formatname, sniffed)
-    return sniffed
-
-
-def registered_name(formatname: str) -> str:
-    """A format name as registered (``xml`` -> ``XML``); unknown: ValueError."""
-    reader = get_backend(formatname)
-    return next(n for n, classes in Backends.items() if classes == reader)
-
-
-def _neither(names: list[str]) -> str:
-    if len(names) == 1:
-        return "not %s" % names[0]
-    if len(names) == 2:
-        return "neither %s nor %s" % tuple(names)
-    return "none of %s" % ", ".join(names)
-
-
-def read_header(fmt: str, head: bytes) -> dict:
+def read_header(reader_cls, head: bytes) -> dict:
     """The header fields of a file (date, service, apiversion, generator),
     as far as its backend's ``read_header`` tells from the first bytes;
     ``{}`` for a backend without one."""
-    hook = format_hook(get_backend(fmt)[0], "read_header")
+    hook = format_hook(reader_cls, "read_header")
     return dict(hook(io.BytesIO(head)) or {}) if hook is not None else {}
 
 
@@ -201,6 +144,7 @@ class DataInput:
     or close it.
     """
     format: str
+    reader_class: type
     stream: object
     name: str
     head: bytes
@@ -211,12 +155,8 @@ class DataInput:
     def header(self) -> dict:
         """What the backend reads of the header (see :func:`read_header`)."""
         if self._header is None:
-            self._header = read_header(self.format, self.head)
+            self._header = read_header(self.reader_class, self.head)
         return self._header
-
-    @property
-    def reader_class(self):
-        return get_backend(self.format)[0]
 
     def reader_stream(self):
         """The stream in the reader's mode: UTF-8 text for a text format."""
@@ -241,16 +181,3 @@ class DataInput:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def open_input(f, formatname: str | None = None, name: str | None = None) -> DataInput:
-    """Open a data file (path, ``"-"`` or binary stream) for reading:
-    decompressed, its format sniffed or checked (see :func:`settle_format`)."""
-    stream, name, head = open_binary(f, name)
-    try:
-        fmt = settle_format(head, formatname, name)
-    except BaseException:
-        if stream is not f:
-            stream.close()
-        raise
-    return DataInput(fmt, stream, name, head, owned=not hasattr(f, "read"))

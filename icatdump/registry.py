@@ -4,7 +4,8 @@ A format is a (reader class, writer class) pair, registered in code
 (:func:`register_backend`) or found through the ``icatdump.backends``
 entry-point group (:func:`discover_backends`).  It knows nothing of what
 readers and writers do, so any module can look a format up without
-importing them.
+importing them.  Which format a file is, is asked of the formats here too
+(:func:`open_input`: each backend's optional ``sniff``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import MutableMapping
 from typing import IO, Any
 
 from .client import Client
+from .errors import DataFileError
+from .inputs import DataInput, FormatMismatch, format_hook, open_binary
 
 #: Known backends: format name (as registered) → (reader class, writer class).
 _known: dict[str, tuple[type[Any], type[Any]]] = {}
@@ -130,6 +133,77 @@ def get_backend(formatname: str) -> tuple[type[Any], type[Any]]:
     return _known[name]
 
 
+# -- which format a file is ------------------------------------------------------
+
+def _sniffing_order() -> list[str]:
+    """The formats that can sniff, the built-in ones first: a plugin's
+    sniff that claims too much must not take XML or YAML files."""
+    def builtin(n):
+        return not Backends[n][0].__module__.startswith("icatdump.")
+    return [n for n in sorted(Backends, key=lambda n: (builtin(n), n))
+            if format_hook(Backends[n][0], "sniff") is not None]
+
+
+def sniff(head: bytes) -> str | None:
+    """The registered format whose backend recognizes ``head``, or None."""
+    for fmt in _sniffing_order():
+        if format_hook(Backends[fmt][0], "sniff")(head):
+            return fmt
+    return None
+
+
+def settle_format(head: bytes, formatname: str | None, name: str) -> str:
+    """The format to read a file as, from its first bytes.
+
+    Without ``formatname`` it is sniffed.  A named format whose backend can
+    sniff must recognize the file (else :class:`FormatMismatch` if another
+    format does, or "not an ICAT data file"); one that cannot sniff is
+    taken as given.
+    """
+    if not head.strip():
+        raise DataFileError("file is empty", name)
+    if formatname is not None:
+        formatname = registered_name(formatname)
+        own = format_hook(get_backend(formatname)[0], "sniff")
+        if own is None or own(head):
+            return formatname
+    sniffed = sniff(head)
+    if sniffed is None:
+        known = _sniffing_order() if formatname is None else [formatname]
+        raise DataFileError("not an ICAT data file (%s)" % _neither(known), name)
+    if formatname is not None:
+        raise FormatMismatch(name, formatname, sniffed)
+    return sniffed
+
+
+def registered_name(formatname: str) -> str:
+    """A format name as registered (``xml`` -> ``XML``); unknown: ValueError."""
+    reader = get_backend(formatname)
+    return next(n for n, classes in Backends.items() if classes == reader)
+
+
+def _neither(names: list[str]) -> str:
+    if len(names) == 1:
+        return "not %s" % names[0]
+    if len(names) == 2:
+        return "neither %s nor %s" % tuple(names)
+    return "none of %s" % ", ".join(names)
+
+
+def open_input(f, formatname: str | None = None, name: str | None = None) -> DataInput:
+    """Open a data file (path, ``"-"`` or binary stream) for reading:
+    decompressed (see :mod:`icatdump.inputs`), its format sniffed or
+    checked (see :func:`settle_format`)."""
+    stream, name, head = open_binary(f, name)
+    try:
+        fmt = settle_format(head, formatname, name)
+    except BaseException:
+        if stream is not f:
+            stream.close()
+        raise
+    return DataInput(fmt, get_backend(fmt)[0], stream, name, head, owned=not hasattr(f, "read"))
+
+
 def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any],
                   formatname: str | None = None, mode: str = "r", *,
                   format: str | None = None) -> Any:
@@ -140,7 +214,7 @@ def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any],
     reading, ``f`` is a path, ``"-"`` or a file object.  A path or ``"-"``
     is read through if gzip-compressed, and its format is sniffed if none
     is named -- or checked, if the named format's backend can sniff (see
-    :mod:`icatdump.inputs`).  A file object is read as it is in the format
+    :func:`open_input`).  A file object is read as it is in the format
     named, or, with none named, sniffed as a path is (it must be binary).
     Writing needs a format.
     """
@@ -153,7 +227,6 @@ def open_dumpfile(client: Client, f: str | os.PathLike[str] | IO[Any],
             return get_backend(formatname)[0](client, f)    # read as it is
         if isinstance(f, io.TextIOBase):
             raise ValueError("the format of a text stream cannot be detected: name it")
-        from .inputs import open_input
         return open_input(f, formatname).reader(client)
     if mode == "w":
         if formatname is None:

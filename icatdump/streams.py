@@ -91,7 +91,7 @@ class Utf8Text(io.TextIOBase):
             if text or not data:
                 return text
 
-    def readline(self, size=-1) -> str:
+    def readline(self, size=-1) -> str:  # type: ignore[override]  # TextIOBase: str
         parts = []
         while True:
             text = self.read(1 << 16)

@@ -1,4 +1,4 @@
-"""Opening data files through the library (icatdump.inputs, open_dumpfile)
+"""Opening data files through the library (open_input, open_dumpfile)
 and the one chunk loop (DumpFileReader.iter_chunks), on python-icat's
 example files: the format sniffed by the backends, gzip read through,
 python-icat's positional call kept, a contradicting format refused, and
@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from icatdump.dumpfile import DataFileError, open_dumpfile
-from icatdump.inputs import FormatMismatch, open_input
+from icatdump.inputs import FormatMismatch
+from icatdump.registry import open_input
 from icatdump.offline import OfflineClient
 from icatdump.schema import Schema
 

@@ -18,9 +18,12 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import (EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, DataFileError,
-                      UsageProblem, classify, one_line)
+from ..errors import (EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, UsageProblem,
+                      classify, one_line)
+from ..inputs import FormatMismatch
 from ..registry import BackendOrigins, Backends, discover_backends
+from ..registry import open_input as open_data
+
 
 def fail(message: str, code: int, hint: str | None = None):
     click.echo("%s: error: %s" % (_prog(), message), err=True)
@@ -165,11 +168,10 @@ def open_client(cfg, create_default=True):
 def open_input(path: str, fmt: str | None):
     """Open an input file (or ``-``): an :class:`~icatdump.inputs.DataInput`.
 
-    The library sniffs compression and format (see :mod:`icatdump.inputs`);
+    The library sniffs compression and format (:func:`icatdump.registry.open_input`);
     a format given with ``-f`` that the content contradicts is a usage
     problem here.
     """
-    from ..inputs import FormatMismatch, open_input as open_data
     try:
         return open_data(path, fmt)
     except FormatMismatch as exc:
