@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..client import ParameterError
+from . import concise
 
 KEYWORDS = frozenset("""
 ABS ALL AND ANY AS ASC AVG BETWEEN BOTH BY CONCAT COUNT CURRENT_DATE CURRENT_TIME
@@ -537,10 +538,24 @@ class Parser:
         return Func(name, args, distinct)
 
 
+def is_jpql(text: str) -> bool:
+    """Whether ICAT reads ``text`` as JPQL: it starts with SELECT; anything
+    else is the old concise syntax (``concise.py``)."""
+    return text.strip().upper().startswith("SELECT")
+
+
+def search_text(text: str, schema) -> str:
+    """The JPQL of a search query: ``text`` itself, or a concise query
+    translated as icat.server translates it."""
+    if is_jpql(text):
+        return text
+    return concise.to_jpql(text, schema)
+
+
 def parse(text: str) -> Query:
     """Parse one JPQL query; ParameterError (BAD_PARAMETER) if it is not one."""
     text = str(text)
-    if not text.strip().upper().startswith("SELECT"):
-        raise ParameterError("Only JPQL queries starting with SELECT are supported "
-                             "(the old concise syntax is not): %r" % text)
+    if not is_jpql(text):
+        raise ParameterError("Only JPQL queries starting with SELECT are parsed here "
+                             "(a concise query goes through search_text first): %r" % text)
     return Parser(text.strip(" ")).parse()

@@ -133,7 +133,7 @@ class PlanCache:
         self.templates: dict[str, _Template | None] = {}
 
     def plan(self, text: str, user: str):
-        text = text.strip(" ")
+        text = jpql.search_text(text, self.schema).strip(" ")
         shape, literals = scan(text)
         template = self.templates.get(shape, False)
         if template:
