@@ -200,6 +200,21 @@ def test_bad_enum_value(catalogue):
         catalogue.search("ParameterType [valueType = BOGUS]")
 
 
+def test_get_old_include_form(catalogue):
+    """``get`` with ``Entity INCLUDE Type, …`` (icat.server's OldGetQuery)."""
+    inv = catalogue.search("SELECT i FROM Investigation i WHERE i.name = '08100122-EF'")[0]
+    old = catalogue.get("Investigation INCLUDE Dataset, Facility", inv.id)
+    new = catalogue.get("Investigation i INCLUDE i.datasets, i.facility", inv.id)
+    assert shape(old) == shape(new)
+    assert old.facility.name == "ESNF" and [ds.name for ds in old.datasets]
+    assert shape(catalogue.get("Investigation INCLUDE 1", inv.id)) == \
+        shape(catalogue.get("Investigation", inv.id, "INCLUDE 1"))
+    with pytest.raises(ParameterError, match="Trailing tokens at end of query x..."):
+        catalogue.get("Investigation INCLUDE Dataset x", inv.id)
+    with pytest.raises(ParameterError, match="Unable to reach Datafile in list of INCLUDES"):
+        catalogue.get("Investigation INCLUDE Datafile", inv.id)
+
+
 # -- python-icat's client through icatdata serve -------------------------------------
 
 @pytest.fixture(scope="module")
@@ -230,6 +245,8 @@ def test_python_icat_client(pyicat, catalogue):
     assert len(users) == len(catalogue.search("SELECT u FROM User u")) > 2
     assert pyicat.createUser("db/acord", search=True).email == "acord@example.org"
     grouping = pyicat.assertedSearch("Grouping [name = 'investigation_08100122-EF_reader']")[0]
+    full = pyicat.get("Grouping INCLUDE UserGroup, User", grouping.id)
+    assert sorted(ug.user.name for ug in full.userGroups) == sorted(grouping.getUsers("name"))
     assert sorted(u.name for u in grouping.getUsers()) == sorted(grouping.getUsers("name")) != []
 
 

@@ -19,6 +19,7 @@ from ..entity import Entity
 from ..errors import CatalogueError
 from ..schema import VERSIONS, Schema
 from .ddl import META_TABLE, NEW_FILE_PRAGMAS, PRAGMAS, meta_ddl, table_ddl
+from . import concise
 from .loader import Budget, Loader
 from .plans import PlanCache
 from .write import Writer
@@ -176,11 +177,12 @@ class EmbeddedClient(Client):
         """Fetch one object by id.
 
         ``entity`` is an entity name or an ICAT get query
-        (``"Dataset ds INCLUDE ds.datafiles AS df, df.parameters"``,
-        ``"Dataset INCLUDE 1"``); ``includes`` may add an INCLUDE clause
-        (``"1"``, ``"INCLUDE o.facility"``) or be a list of relation paths.
+        (``"Dataset ds INCLUDE ds.datafiles AS df, df.parameters"``, or the
+        old form ``"Dataset INCLUDE 1"``, ``"Dataset INCLUDE Datafile"``);
+        ``includes`` may add an INCLUDE clause (``"1"``,
+        ``"INCLUDE o.facility"``) or be a list of relation paths.
         """
-        words = str(entity).strip().split(" ", 2)
+        words = concise.get_query(str(entity), self.schema).strip().split(" ", 2)
         name, var, include = words[0], "o", ""
         rest = words[1:]
         if rest and rest[0].upper() == "AS":

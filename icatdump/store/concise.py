@@ -575,3 +575,19 @@ def to_jpql(text: str, schema: Schema) -> str:
     if q.offset is not None or q.count is not None:
         parts.append("LIMIT %d, %s" % (q.offset or 0, "*" if q.count is None else q.count))
     return " ".join(parts)
+
+
+def get_query(text: str, schema: Schema) -> str:
+    """A ``get`` query in the old form ``Entity INCLUDE 1|Type, …`` as the
+    new form ``Entity AS Entity$ INCLUDE …`` (icat.server's OldGetQuery,
+    used when the second word is INCLUDE); any other text unchanged."""
+    words = text.split()
+    if len(words) < 2 or words[1].upper() != "INCLUDE":
+        return text
+    inp = _Input(tokenize(text))
+    etype = _entity(schema, inp.consume("NAME").value)
+    include = _include(inp)
+    if inp.peek() is not None:
+        raise ParameterError("Trailing tokens at end of query %s..." % inp.peek().value)
+    steps = "INCLUDE 1" if include == "1" else _includes(schema, etype, include)
+    return "%s AS %s %s" % (etype.name, _var(etype), steps)
