@@ -10,16 +10,16 @@ translator, INCLUDE loader, LIMIT): one home for query semantics.
 
 The grammar, as icat.server reads it::
 
-    query  ::= [offset] ',' [count] [DISTINCT] Name [include] [order]
-                   [ '[' cond ']' ] ( '<->' Entity [ '[' cond ']' ] )*
-             | [offset ',' [count]] [DISTINCT] Name [order] [include] ...
-             | (MIN|MAX|AVG|COUNT|SUM) '(' Name ')' [ '[' cond ']' ] ( '<->' … )*
-    Name   ::= Entity | Entity.attr.path     (INCLUDE only after a bare Entity)
-    include::= INCLUDE 1 | INCLUDE Entity (',' Entity)*
-    order  ::= ORDER BY path [ASC|DESC] (',' path [ASC|DESC])*
-    cond   ::= term (OR term)*;  term ::= factor (AND factor)*
-    factor ::= [NOT] ( '(' cond ')' | value op value | name IN (v, …)
-                        | name BETWEEN v AND v )
+    query   ::= [ [offset] ',' [count] ] [DISTINCT] Name [include] [order] tables
+              | [ [offset] ',' [count] ] [DISTINCT] Name order include tables
+              | (MIN|MAX|AVG|COUNT|SUM) '(' Name ')' tables
+    Name    ::= Entity | Entity.path          (INCLUDE only after a bare Entity)
+    include ::= INCLUDE 1 | INCLUDE Entity (',' Entity)*
+    order   ::= ORDER BY path [ASC|DESC] (',' path [ASC|DESC])*
+    tables  ::= [ '[' cond ']' ] ( '<->' Entity [ '[' cond ']' ] )*
+    cond    ::= term (OR term)*        term ::= factor (AND factor)*
+    factor  ::= [NOT] ( '(' cond ')' | value op value
+                        | name IN '(' value (',' value)* ')' | name BETWEEN value AND value )
 
 Its meaning, also icat.server's:
 
@@ -49,8 +49,9 @@ from dataclasses import dataclass, field
 
 from ..client import ParameterError
 from ..query import literal
-from ..schema import ATTRIBUTE, ENUMS, MANY, ONE, EntityType, Field, Schema
-
+from ..schema import ENUMS, MANY, ONE, EntityType, Field, Schema
+from .jpql import is_jpql
+from .sqlgen import ID_FIELD, META_FIELDS
 
 KEYWORDS = frozenset(("DISTINCT", "ORDER", "BY", "ASC", "DESC", "IN", "BETWEEN",
                       "INCLUDE", "AND", "OR", "NOT", "MIN", "MAX", "AVG", "COUNT", "SUM"))
@@ -60,17 +61,15 @@ VALUE_KINDS = ("NAME", "STRING", "INTEGER", "REAL", "PARAMETER", "TIMESTAMP")
 #: How icat.server prints a token type in an error message.
 _KIND_TEXT = {"COMPOP": ">, <, !=, =, <>, >=, <=", "OPENPAREN": "(", "CLOSEPAREN": ")"}
 
-#: The Java classes of fields, as icat.server names them in messages and
-#: in the ``<class>.<word>`` it makes of a bare word compared with a field.
+#: Fields every entity has (EntityBaseBean), with their types.
+BASE_FIELDS = {"id": ID_FIELD, **META_FIELDS}
+
+#: The Java class of a field, as icat.server names it in messages and in
+#: the ``<class>.<word>`` it makes of a bare word compared with a field.
 ENTITY_CLASS = "org.icatproject.core.entity.%s"
 _JAVA_TYPES = {"String": "java.lang.String", "Date": "java.util.Date",
                "Double": "java.lang.Double", "Long": "java.lang.Long",
                "Integer": "java.lang.Integer", "Boolean": "java.lang.Boolean"}
-BASE_FIELD_TYPES = {"id": Field("id", ATTRIBUTE, "Long"),
-                    "createId": Field("createId", ATTRIBUTE, "String"),
-                    "modId": Field("modId", ATTRIBUTE, "String"),
-                    "createTime": Field("createTime", ATTRIBUTE, "Date"),
-                    "modTime": Field("modTime", ATTRIBUTE, "Date")}
 
 
 def java_class(f: Field) -> str:
@@ -79,6 +78,7 @@ def java_class(f: Field) -> str:
     if f.kind == ONE or f.type in ENUMS:
         return ENTITY_CLASS % f.type
     return _JAVA_TYPES.get(f.type, f.type)
+
 
 _TS = re.compile(r"\{\s*ts\s+(\d{4}-\d{2}-\d{2})\s+(\d{2}:\d{2}:\d{2})\s*\}")
 _SINGLE = {"[": "BRA", "]": "KET", "(": "OPENPAREN", ")": "CLOSEPAREN", ",": "COMMA",
@@ -451,13 +451,14 @@ def _joins(schema: Schema, start: EntityType, others: list[EntityType]) -> str:
 
 def _includes(schema: Schema, start: EntityType, names: list[str]) -> str:
     """``INCLUDE Type, …`` as JPQL include steps (icat.server's OldInclude):
-    the first from ``Start$``, then from the aliases ``Type_$``."""
+    the first from ``Start$``, then from the aliases ``Type_$``; nothing
+    when no relation leads anywhere (``Dataset INCLUDE Dataset``)."""
     types = [_entity(schema, n) for n in names]
     steps = []
     for parent, f, target in _tree(schema, start, types, True):
         var = _var(start) if parent is start else parent.name + "_$"
         steps.append("%s.%s AS %s_$" % (var, f.name, target.name))
-    return "INCLUDE " + ", ".join(steps)
+    return "INCLUDE " + ", ".join(steps) if steps else ""
 
 
 def _not_found(level: str, cls: str):
@@ -488,7 +489,7 @@ class _Where:
         if tok.kind != "NAME":
             return None
         first = tok.value.split(".")[0]
-        if first not in BASE_FIELD_TYPES and not self.etype.has(first):
+        if first not in BASE_FIELDS and not self.etype.has(first):
             return None
         return "%s.%s" % (_var(self.etype), tok.value)
 
@@ -505,8 +506,8 @@ class _Where:
         for level in path.split("."):
             if etype is not None and etype.has(level):
                 f = etype.field(level)
-            elif level in BASE_FIELD_TYPES:
-                f = BASE_FIELD_TYPES[level]
+            elif level in BASE_FIELDS:
+                f = BASE_FIELDS[level]
             else:
                 _not_found(level, cls)
             etype = self.schema[f.type] if f.kind == ONE else None
@@ -541,6 +542,12 @@ class _Where:
             return "%s IN (%s)" % (name, ", ".join(self.value(v) for v in p.right))
         low, high = p.right
         return "%s BETWEEN %s AND %s" % (name, self.value(low), self.value(high))
+
+
+def search_text(text: str, schema: Schema) -> str:
+    """The JPQL of a search query: ``text`` itself, or, if it does not start
+    with SELECT, the concise query translated as icat.server translates it."""
+    return text if is_jpql(text) else to_jpql(text, schema)
 
 
 def to_jpql(text: str, schema: Schema) -> str:
@@ -590,4 +597,4 @@ def get_query(text: str, schema: Schema) -> str:
     if inp.peek() is not None:
         raise ParameterError("Trailing tokens at end of query %s..." % inp.peek().value)
     steps = "INCLUDE 1" if include == "1" else _includes(schema, etype, include)
-    return "%s AS %s %s" % (etype.name, _var(etype), steps)
+    return ("%s AS %s %s" % (etype.name, _var(etype), steps)).strip()

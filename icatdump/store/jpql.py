@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass, field
 
 from ..client import ParameterError
-from . import concise
 
 KEYWORDS = frozenset("""
 ABS ALL AND ANY AS ASC AVG BETWEEN BOTH BY CONCAT COUNT CURRENT_DATE CURRENT_TIME
@@ -544,18 +543,10 @@ def is_jpql(text: str) -> bool:
     return text.strip().upper().startswith("SELECT")
 
 
-def search_text(text: str, schema) -> str:
-    """The JPQL of a search query: ``text`` itself, or a concise query
-    translated as icat.server translates it."""
-    if is_jpql(text):
-        return text
-    return concise.to_jpql(text, schema)
-
-
 def parse(text: str) -> Query:
     """Parse one JPQL query; ParameterError (BAD_PARAMETER) if it is not one."""
     text = str(text)
     if not is_jpql(text):
         raise ParameterError("Only JPQL queries starting with SELECT are parsed here "
-                             "(a concise query goes through search_text first): %r" % text)
+                             "(a concise query goes through concise.search_text first): %r" % text)
     return Parser(text.strip(" ")).parse()

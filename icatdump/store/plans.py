@@ -25,7 +25,7 @@ import dataclasses
 import re
 
 from ..types import parse_datetime
-from . import jpql
+from . import concise, jpql
 from .sqlgen import translate
 from .values import date_to_sql, literal_for
 
@@ -133,7 +133,7 @@ class PlanCache:
         self.templates: dict[str, _Template | None] = {}
 
     def plan(self, text: str, user: str):
-        text = jpql.search_text(text, self.schema).strip(" ")
+        text = concise.search_text(text, self.schema).strip(" ")
         shape, literals = scan(text)
         template = self.templates.get(shape, False)
         if template:
