@@ -136,20 +136,23 @@ def run_pytest(tree: pathlib.Path, work: pathlib.Path, args) -> pathlib.Path:
 
 
 def summarize(report: pathlib.Path, work: pathlib.Path) -> None:
-    """Counts, then the failures and errors grouped by their message (the
-    scratch directory cut out of it)."""
+    """Counts; the failures and errors grouped by their message (the scratch
+    directory cut out of it), each with its tests; the skip reasons counted."""
     counts = collections.Counter()
     causes = collections.defaultdict(list)
+    skips = collections.Counter()
     for case in ET.parse(report).getroot().iter("testcase"):
         name = "%s::%s" % (case.get("classname", "").rpartition(".")[2], case.get("name"))
         outcome = "passed"
         for child in case:
-            if child.tag in ("failure", "error", "skipped"):
+            if child.tag in OUTCOMES:
                 outcome = OUTCOMES[child.tag]
-                if child.tag != "skipped":
-                    msg = (child.get("message") or child.text or "").strip()
-                    msg = msg.replace(str(work) + "/", "")
-                    causes[msg.splitlines()[0][:200] if msg else "?"].append(name)
+                msg = (child.get("message") or child.text or "?").strip()
+                msg = msg.replace(str(work) + "/", "").splitlines()[0][:200]
+                if child.tag == "skipped":
+                    skips[msg] += 1
+                else:
+                    causes[msg].append(name)
                 break
         counts[outcome] += 1
     print("python-icat 1.7.0 suite against icatdata serve: "
@@ -159,15 +162,17 @@ def summarize(report: pathlib.Path, work: pathlib.Path) -> None:
         print("\n%3d x %s" % (len(names), msg))
         for n in names:
             print("      " + n)
+    if skips:
+        print("\nskipped:")
+        for msg, n in skips.most_common():
+            print("%3d x %s" % (n, msg))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", metavar="DIR",
                         help="work in DIR (created) and keep it afterwards")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                        help="passed on to pytest (e.g. -k test_06)")
-    args = parser.parse_args()
+    args, pytest_args = parser.parse_known_args()   # the rest goes to pytest
     try:
         sdist = examples.example_dir()
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -187,7 +192,7 @@ def main():
             return 3
         try:
             write_config(tree, url)
-            report = run_pytest(tree, work, args.pytest_args)
+            report = run_pytest(tree, work, pytest_args)
         except RuntimeError as exc:
             print("pyicat_suite: %s" % exc, file=sys.stderr)
             return 2
