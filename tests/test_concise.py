@@ -95,8 +95,11 @@ PAIRS = [
      "SELECT u.name FROM User u JOIN u.userGroups ug JOIN ug.grouping g "
      "WHERE g.name = 'investigation_08100122-EF_reader' ORDER BY u.name",
      lambda r: len(r) > 0),
-    ("Facility [name = 'it''s']", "SELECT f FROM Facility f WHERE f.name = 'it''s'",
-     lambda r: r == []),
+    ("Datafile.name ORDER BY name [fileSize != 0 AND fileSize <= 1e9 AND id <> -1 "
+     "AND fileSize >= 1 AND fileSize < 1.0E12 AND fileSize > -1]",
+     "SELECT df.name FROM Datafile df WHERE df.fileSize <> 0 AND df.fileSize <= 1000000000 "
+     "ORDER BY df.name",
+     lambda r: "e201215.nxs" in r),
 ]
 
 # (concise query, the BAD_PARAMETER message icat.server gives for it; "..."
@@ -169,6 +172,19 @@ def test_user_parameter(catalogue):
         assert got
     finally:
         acord.close()
+
+
+def test_quote_in_string(tmp_path):
+    """A doubled quote is one quote of the value, as in JPQL."""
+    path = str(tmp_path / "q.sqlite")
+    init_catalogue(path, "6.2")
+    client = EmbeddedClient(path)
+    try:
+        client.create(client.new("Facility", name="it's"))
+        client.create(client.new("Facility", name="its"))
+        assert [f.name for f in client.search("Facility [name = 'it''s']")] == ["it's"]
+    finally:
+        client.close()
 
 
 def test_translation_is_icat_servers():
