@@ -333,22 +333,22 @@ def parse(text: str) -> ConciseQuery:
                 q.include = _include(inp)
             if inp.at("ORDER"):
                 q.order = _order(inp)
-    cond = None
-    if inp.at("BRA"):
-        inp.consume()
-        cond = _condition(inp)
-        inp.consume("KET")
-    q.tables.append((q.result.split(".")[0], cond))
+    q.tables.append((q.result.split(".")[0], _bracket(inp)))
     while inp.peek() is not None:
         inp.consume("ENTSEP")
         name = inp.consume("NAME").value
-        cond = None
-        if inp.at("BRA"):
-            inp.consume()
-            cond = _condition(inp)
-            inp.consume("KET")
-        q.tables.append((name, cond))
+        q.tables.append((name, _bracket(inp)))
     return q
+
+
+def _bracket(inp: _Input):
+    """An optional ``[condition]``."""
+    if not inp.at("BRA"):
+        return None
+    inp.consume()
+    cond = _condition(inp)
+    inp.consume("KET")
+    return cond
 
 
 def _integer(t: Token) -> int:
@@ -562,7 +562,7 @@ def to_jpql(text: str, schema: Schema) -> str:
     others = [_entity(schema, name) for name, _ in q.tables[1:]]
     joins = _joins(schema, first, others)
 
-    head, _, path = q.result.partition(".")
+    path = q.result.partition(".")[2]
     item = _var(first) + ("." + path if path else "")
     if q.aggregate:
         item = "%s(%s)" % (q.aggregate, item)
