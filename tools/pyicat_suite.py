@@ -83,8 +83,8 @@ def start_server(work: pathlib.Path):
     cmd = [str(icatdata), "serve", "-q", str(catalogue)]
     for user in SIMPLE_USERS + DB_USERS:
         cmd += ["--account", "%s:%s" % (user, PASSWORD)]
-    log = open(work / "serve.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+    with open(work / "serve.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
     url = proc.stdout.readline().decode().strip()
     if not url.startswith("http"):
         proc.kill()
@@ -180,7 +180,11 @@ def main():
         return 2
     if args.keep:
         work = pathlib.Path(args.keep).resolve()
-        work.mkdir(parents=True)
+        try:
+            work.mkdir(parents=True)
+        except OSError as exc:
+            print("pyicat_suite: --keep wants a new directory: %s" % exc, file=sys.stderr)
+            return 2
     else:
         work = pathlib.Path(tempfile.mkdtemp(prefix="pyicat-suite-"))
     try:
