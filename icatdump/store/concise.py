@@ -238,7 +238,7 @@ class Predicate:
 @dataclass
 class Factor:
     negated: bool
-    item: object                        # Predicate or a condition (list of terms)
+    item: Predicate | list              # a predicate, or a condition (list of terms)
 
 
 def _condition(inp: _Input) -> list:
@@ -502,7 +502,8 @@ class _Where:
     def enum_value(self, path: str, word: str) -> str:
         """A bare word compared with ``path``: ``<Java type of path>.<word>``,
         which names an enum value when the path ends at an enum field."""
-        etype, cls = self.etype, ENTITY_CLASS % self.etype.name
+        etype: EntityType | None = self.etype
+        cls = ENTITY_CLASS % self.etype.name
         for level in path.split("."):
             if etype is not None and etype.has(level):
                 f = etype.field(level)
@@ -594,7 +595,8 @@ def get_query(text: str, schema: Schema) -> str:
     inp = _Input(tokenize(text))
     etype = _entity(schema, inp.consume("NAME").value)
     include = _include(inp)
-    if inp.peek() is not None:
-        raise ParameterError("Trailing tokens at end of query %s..." % inp.peek().value)
+    extra = inp.peek()
+    if extra is not None:
+        raise ParameterError("Trailing tokens at end of query %s..." % extra.value)
     steps = "INCLUDE 1" if include == "1" else _includes(schema, etype, include)
     return ("%s AS %s %s" % (etype.name, _var(etype), steps)).strip()
