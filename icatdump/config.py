@@ -17,7 +17,7 @@ for ours:
   ``auth``, ``username``, ``password``, ``cred_<key>``, ``promptPass``,
   ``checkCert``, ``http_proxy``, ``https_proxy``, ``no_proxy``; plus our own
   ``cacert`` (python-icat has no CA file setting; it ignores unknown keys,
-  so a shared section stays valid).  Keys are case-insensitive.
+  so a shared section stays valid), ``timeout`` and ``maxReplySize``.  Keys are case-insensitive.
 
 What we cannot copy: python-icat asks the server which credentials the
 chosen authenticator wants before it resolves them.  We resolve without a
@@ -46,6 +46,15 @@ __all__ = ["ConfigError", "Config", "connection_options", "resolve", "complete_u
            "IDS_PATH"]
 
 WSDL_PATH = "/ICATService/ICAT?wsdl"
+#: Seconds one server request may take, from connecting to the last byte of
+#: the reply (``--timeout``, config key ``timeout``).  ICAT answers a search
+#: of maxEntities (10000) objects in seconds; a minute leaves room for a
+#: loaded server without letting a hung one stall a dump for long.
+DEFAULT_TIMEOUT = 60.0
+#: The largest server reply read, in MiB after decompression
+#: (``--max-reply-size``, config key ``maxReplySize``).  ICAT caps a search at
+#: maxEntities (10000) objects, includes counted: tens of MiB at most.
+DEFAULT_MAX_REPLY_MB = 256
 IDS_PATH = "/ids"
 CFG_NAME = "icat.cfg"
 
@@ -140,6 +149,8 @@ class Config:
     cacert: str | None = None
     proxies: dict[str, str] = dataclasses.field(default_factory=dict)
     no_proxy: str | None = None
+    timeout: float | None = None
+    max_reply_mb: int | None = None
     configfiles: list[Path] = dataclasses.field(default_factory=list)
     section: str | None = None
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -264,6 +275,28 @@ def boolean_setting(value) -> bool:
     raise ValueError("not a boolean: %r" % value)
 
 
+def positive_number(value) -> float:
+    """A finite number above zero (seconds, for ``timeout``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValueError("not a positive number: %r" % (value,))
+    return number
+
+
+def positive_whole_number(value) -> int:
+    """A whole number above zero (MiB, for ``maxReplySize``)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise ValueError("not a positive whole number: %r" % (value,))
+    return number
+
+
 def path_setting(value) -> str:
     """A file name with ``~`` expanded, as python-icat does; ``-`` stays."""
     return value if value == "-" else os.path.expanduser(value)
@@ -357,6 +390,10 @@ def resolve(params: Mapping, env: MutableMapping[str, str] = os.environ, *,
                            ("https_proxy", cfg.proxies.get("https")), ("no_proxy", cfg.no_proxy)):
             if value:
                 env[var] = value
+
+    cfg.timeout = _setting(Setting("timeout", "timeout", None, positive_number), look)
+    cfg.max_reply_mb = _setting(Setting("maxReplySize", "max_reply_size", None,
+                                        positive_whole_number), look)
 
     cfg.auth = look.get("auth", "auth", "ICAT_AUTH", "auth") or None
     if need_login and is_remote(cfg.url) and not cfg.auth:
@@ -532,6 +569,12 @@ def connection_options(f):
                      help="Proxy for https requests. [env: https_proxy]"),
         click.option("--no-proxy", metavar="HOSTS",
                      help="Comma separated hosts to reach without proxy. [env: no_proxy]"),
+        click.option("--timeout", type=float, metavar="SECONDS",
+                     help="Give up on a server request not answered completely within "
+                          "this time (default: %g). Config key: timeout." % DEFAULT_TIMEOUT),
+        click.option("--max-reply-size", "max_reply_size", type=int, metavar="MIB",
+                     help="Refuse server replies larger than this (default: %d). "
+                          "Config key: maxReplySize." % DEFAULT_MAX_REPLY_MB),
         click.option("-a", "--auth", metavar="AUTH",
                      help="Authentication plugin to log in with. [env: ICAT_AUTH]"),
         click.option("-u", "--user", metavar="USERNAME",

@@ -353,9 +353,9 @@ def test_ssl_and_proxy_configuration():
         proxies = {"https": "http://proxy.invalid:3128"}
     assert ssl_context(Cfg()).verify_mode == ssl.CERT_NONE
     assert ssl_context(None).verify_mode == ssl.CERT_REQUIRED
-    from icatdump.soap.client import _Transport
-    t = _Transport(ssl_context(Cfg()), Cfg.proxies, 10)
-    handlers = [h for h in t.urlopener.handlers if isinstance(h, urllib.request.ProxyHandler)]
+    from icatdump.soap.client import Http
+    t = Http(ssl_context(Cfg()), Cfg.proxies, 10, 1 << 20)
+    handlers = [h for h in t.opener.handlers if isinstance(h, urllib.request.ProxyHandler)]
     assert handlers and handlers[0].proxies == Cfg.proxies
 
 

@@ -15,21 +15,26 @@ is used as is, so a 4.x or 5.0 server's entities come out in that shape.
 from __future__ import annotations
 
 import http.client
+import http.cookiejar
+import io
 import logging
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 
+import suds
 import suds.cache
 import suds.client
 import suds.transport
 from lxml import etree
-from suds.transport.http import HttpTransport
 
-from ..client import Client, IcatError, SessionError, error_for
+from ..client import ERROR_TYPES, Client, IcatError, SessionError, error_for
+from ..config import DEFAULT_MAX_REPLY_MB, DEFAULT_TIMEOUT
 from ..entity import Entity
 from ..errors import ServerError
 from ..schema import MANY, ONE, Schema
@@ -49,6 +54,17 @@ NOT_IDEMPOTENT = frozenset(("create", "createMany", "update", "delete", "deleteM
 #: Stands for the current session id in :meth:`SoapClient._invoke` arguments,
 #: so that a call repeated after a new login carries the new one.
 SID = object()
+#: Seconds to wait for a TCP (and TLS) connection, or the timeout if smaller.
+CONNECT_TIMEOUT = 10.0
+#: Redirects followed for one request (301, 302, 307, 308; POSTs are re-sent).
+MAX_REDIRECTS = 5
+
+
+class ServerError(ConnectionError):
+    """The server failed or answered as no ICAT does: an HTTP error status,
+    a reply that is not SOAP, a fault of no ICAT type, no complete reply
+    within the timeout, a reply larger than the ceiling.  The message is one
+    line naming the server and what it did.  A ConnectionError: exit code 3."""
 
 
 class _Transient(ServerError):
@@ -88,22 +104,194 @@ def ssl_context(cfg) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile or None)
 
 
-class _Transport(HttpTransport):
-    """suds' HTTP transport with our SSL context and proxies, one opener reused."""
+# -- HTTP: deadlines, size ceiling, redirects, cookies, gzip ------------------------
 
-    def __init__(self, context, proxies, timeout):
-        super().__init__(timeout=timeout)
-        handlers = [urllib.request.HTTPSHandler(context=context)]
-        handlers.append(urllib.request.ProxyHandler(proxies) if proxies is not None
-                        else urllib.request.ProxyHandler())
-        self.urlopener = urllib.request.build_opener(*handlers)
+#: The socket of the connection a thread has just opened and the deadline of
+#: its request: urllib hides the connection, and only its socket's timeout
+#: can stop a server that answers byte by byte.
+_CURRENT = threading.local()
+
+
+def _remaining() -> float:
+    return max(0.001, _CURRENT.deadline - time.monotonic())
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        _CURRENT.sock = self.sock
+        self.sock.settimeout(_remaining())
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        _CURRENT.sock = self.sock
+        self.sock.settimeout(_remaining())
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context):
+        super().__init__(context=context)
+        self.ssl = context
+
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self.ssl)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow 301/302/307/308 with the same method and body (a SOAP POST
+    turned into a GET, as browsers do for 301/302, would reach no
+    operation), never from https to http (the body carries credentials)."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if code not in (301, 302, 307, 308):
+            return None
+        old = urllib.parse.urlsplit(req.full_url).scheme
+        new = urllib.parse.urlsplit(newurl).scheme
+        if old == "https" and new != "https":
+            raise ServerError("%s redirects (HTTP %d) to %s, which is not https: not followed"
+                              % (req.full_url, code, newurl))
+        headers = {k: v for k, v in req.header_items() if k.lower() not in ("host", "cookie")}
+        return urllib.request.Request(newurl, data=req.data, headers=headers,
+                                      origin_req_host=req.origin_req_host, unverifiable=True,
+                                      method=req.get_method())
+
+
+class Http:
+    """Requests with a deadline, a reply-size ceiling, redirects, cookies
+    (load balancers route by them) and gzip/deflate-encoded replies.
+
+    :meth:`request` returns ``(final URL, status, content type, body)`` for
+    any HTTP status; it raises :class:`ServerError` for a reply that does
+    not arrive complete within ``timeout`` seconds or exceeds
+    ``max_reply`` bytes, and :class:`_Transient` when the connection fails.
+    """
+
+    def __init__(self, context, proxies, timeout: float, max_reply: int):
+        self.timeout = float(timeout)
+        self.max_reply = int(max_reply)
+        handlers = [_HTTPHandler(), _HTTPSHandler(context), _Redirects(),
+                    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+                    urllib.request.ProxyHandler(proxies) if proxies is not None
+                    else urllib.request.ProxyHandler()]
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def request(self, url: str, data: bytes | None = None, headers=None, what="request"):
+        req = urllib.request.Request(url, data=data, headers=dict(headers or {}))
+        req.add_header("Accept-Encoding", "gzip, deflate")
+        _CURRENT.deadline = time.monotonic() + self.timeout
+        _CURRENT.sock = None
+        try:
+            try:
+                resp = self.opener.open(req, timeout=min(CONNECT_TIMEOUT, self.timeout))
+            except urllib.error.HTTPError as exc:
+                resp = exc
+            with resp:
+                body = self._read(resp, url, what)
+                return (resp.geturl(), resp.status, resp.headers.get("Content-Type", ""), body)
+        except (socket.timeout, TimeoutError):
+            raise ServerError("ICAT at %s did not answer the %s within %g s (--timeout)"
+                              % (url, what, self.timeout)) from None
+        except urllib.error.URLError as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (socket.timeout, TimeoutError)):
+                raise ServerError("cannot connect to ICAT at %s within %g s" % (
+                    url, min(CONNECT_TIMEOUT, self.timeout))) from None
+            raise _Transient("cannot reach ICAT at %s: %s" % (url, reason)) from None
+        except (http.client.HTTPException, OSError) as exc:
+            if isinstance(exc, ServerError):
+                raise
+            raise _Transient("connection to ICAT at %s failed during the %s: %s"
+                             % (url, what, exc or type(exc).__name__)) from None
+        finally:
+            _CURRENT.sock = None
+
+    def _read(self, resp, url, what) -> bytes:
+        """The body, decoded, read in pieces with the time left for each."""
+        coding = (resp.headers.get("Content-Encoding") or "").strip().lower()
+        if coding in ("gzip", "x-gzip", "deflate"):
+            inflate = zlib.decompressobj(47)      # gzip or zlib header, detected
+        elif coding in ("", "identity"):
+            inflate = None
+        else:
+            raise ServerError("ICAT at %s sent its %s reply in an unknown encoding %r"
+                              % (url, what, coding))
+        limit = self.max_reply
+        out = bytearray()
+        read = getattr(resp, "read1", resp.read)
+        while True:
+            if time.monotonic() >= _CURRENT.deadline:
+                raise socket.timeout
+            sock = getattr(_CURRENT, "sock", None)
+            if sock is not None:
+                sock.settimeout(_remaining())
+            piece = read(1 << 16)
+            if not piece:
+                break
+            if inflate is not None:
+                try:
+                    piece = inflate.decompress(piece, limit - len(out) + 1)
+                except zlib.error as exc:
+                    raise ServerError("ICAT at %s sent a %s reply that is not valid %s: %s"
+                                      % (url, what, coding, exc)) from None
+            out += piece
+            if len(out) > limit:
+                raise ServerError("ICAT at %s sent a %s reply larger than %d MiB (--max-reply-size)"
+                                  % (url, what, limit >> 20))
+        if inflate is not None and not inflate.eof:
+            raise ServerError("ICAT at %s sent a truncated %s-encoded %s reply" % (url, coding, what))
+        return bytes(out)
+
+
+class _Transport(suds.transport.Transport):
+    """What suds reads (the WSDL, its XSD) comes through :class:`Http`;
+    suds sends nothing (``nosend``).  ``final`` maps each URL read to the
+    one it was found at after redirects."""
+
+    def __init__(self, http_: Http):
+        super().__init__()
+        self.http = http_
+        self.final = {}
+
+    def open(self, request):
+        what = "WSDL" if request.url.lower().endswith("?wsdl") else "schema"
+        final, status, ctype, body = self.http.request(request.url, what=what + " request")
+        if status != 200:
+            raise ServerError("ICAT at %s answered the %s request with HTTP %d %s"
+                              % (request.url, what, status, _status_text(status, ctype)))
+        self.final[request.url] = final
+        return io.BytesIO(body)
+
+    def send(self, request):
+        raise NotImplementedError("SoapClient posts its requests itself")
+
+
+def _status_text(status: int, ctype: str) -> str:
+    """``Not Found (text/html)``: the reason and what the body was."""
+    from http import HTTPStatus
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "(unknown status)"
+    kind = ctype.split(";")[0].strip()
+    return "%s (%s)" % (phrase, kind) if kind else phrase
 
 
 class SoapClient(Client):
     """A connection to an ICAT server over SOAP (suds-community + lxml).
 
-    ``cfg`` may carry ``check_cert`` (bool), ``cacert`` (path) and
-    ``proxies`` (dict scheme → proxy URL); it may be None.
+    ``cfg`` may carry ``check_cert`` (bool), ``cacert`` (path), ``proxies``
+    (dict scheme → proxy URL), ``timeout`` (seconds) and ``max_reply_mb``;
+    it may be None.  ``timeout`` and ``max_reply_mb`` given here win over
+    ``cfg``'s.
 
     ICAT's createMany returns the ids of the top-level objects only; with
     ``learn_child_ids`` (the default, as the Client contract wants) the ids
@@ -111,12 +299,23 @@ class SoapClient(Client):
     and batch.  Ingest, which never refers to embedded children by id, may
     switch it off to save those searches (47 of 156 for the 5.0 example).
 
+    Limits: each request must be answered completely within ``timeout``
+    seconds, and no reply may exceed
+    ``max_reply_mb`` MiB (defaults: :mod:`icatdump.config`); either is a
+    :class:`ServerError`, not repeated: a server that is hung or sends
+    without end would do so again.
+
     Faults: calls that only read (search, get, getEntityInfo...) are
     repeated on a dropped connection or an HTTP 5xx, up to ``retries``
-    times with exponential backoff from ``backoff`` seconds; writes are
-    not (the error then says so).  A session that has expired is renewed
-    by logging in again with the credentials of :meth:`login`, which are
-    kept in memory for that purpose only.
+    times with exponential backoff from ``backoff`` seconds, and only
+    while less than ``timeout`` seconds have passed since the first try;
+    writes are not (the error then says so).  A session that has expired is
+    renewed by logging in again with the credentials of :meth:`login`,
+    which are kept in memory for that purpose only.
+
+    Requests go to the URL the WSDL was finally read from (after
+    redirects), not to the WSDL's ``soap:address``: behind a proxy that
+    address is often the server's internal one.
 
     One instance is not meant to be shared between threads.
     """
@@ -126,20 +325,32 @@ class SoapClient(Client):
     #: Log in again when the session has expired (needs a :meth:`login` first).
     renew_session = True
 
-    def __init__(self, url: str, cfg=None, timeout: float = 600.0,
-                 learn_child_ids: bool = True):
+    def __init__(self, url: str, cfg=None, timeout: float | None = None,
+                 learn_child_ids: bool = True, max_reply_mb: int | None = None):
         self.learn_child_ids = learn_child_ids
         self.url, self.wsdl_url = service_urls(url)
         proxies = getattr(cfg, "proxies", None) if cfg is not None else None
-        self._transport = _Transport(ssl_context(cfg), proxies, timeout)
-        self.timeout = timeout
+        if timeout is None:
+            timeout = getattr(cfg, "timeout", None) or DEFAULT_TIMEOUT
+        if max_reply_mb is None:
+            max_reply_mb = getattr(cfg, "max_reply_mb", None) or DEFAULT_MAX_REPLY_MB
+        self.timeout = float(timeout)
+        self._http = Http(ssl_context(cfg), proxies, self.timeout, int(max_reply_mb) << 20)
+        self._transport = _Transport(self._http)
         try:
             self._suds = suds.client.Client(
                 self.wsdl_url, transport=self._transport, cache=suds.cache.NoCache(),
                 nosend=True, prettyxml=False, location=self.url)
-        except urllib.error.URLError as exc:
-            raise ConnectionError("cannot read the WSDL at %s: %s"
-                                  % (self.wsdl_url, getattr(exc, "reason", exc))) from None
+        except _Transient as exc:
+            raise ServerError("cannot read the WSDL: %s" % exc) from None
+        except ServerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - suds reports a bad WSDL with any class
+            raise ServerError("ICAT at %s sent no usable WSDL (%s: %s)"
+                              % (self.url, type(exc).__name__,
+                                 " ".join(str(exc).split()) or "-")) from None
+        final = self._transport.final.get(self.wsdl_url, self.wsdl_url)
+        self.url = service_urls(final)[0]
         self._parser = etree.XMLParser(resolve_entities=False, no_network=True,
                                        load_dtd=False, huge_tree=True)
         self.session_id = None
@@ -157,21 +368,27 @@ class SoapClient(Client):
         """Call ``op`` with the request suds builds from the WSDL; the
         ``return`` elements of the reply (lxml).  :data:`SID` in ``args``
         stands for the session id."""
-        return self._call(op, lambda: getattr(self._suds.service, op)(
-            *(self._sid() if a is SID else a for a in args)).envelope)
+        def build():
+            try:
+                method = getattr(self._suds.service, op)
+            except suds.MethodNotFound:
+                raise ServerError("the WSDL of ICAT at %s has no operation %s"
+                                  % (self.url, op)) from None
+            return method(*(self._sid() if a is SID else a for a in args)).envelope
+        return self._call(op, build)
 
     def _call(self, op: str, build) -> list:
         """Post the envelope ``build()`` makes; once more, with a fresh
         envelope, after renewing an expired session."""
         try:
-            return self._post(build(), op not in NOT_IDEMPOTENT)
+            return self._post(build(), op)
         except SessionError:
             if not self.renew_session or self._login_args is None or op in ("login", "logout"):
                 raise
             logging.getLogger(__name__).info("ICAT session expired; logging in again")
             self.session_id = None
             self.login(*self._login_args)
-        return self._post(build(), op not in NOT_IDEMPOTENT)
+        return self._post(build(), op)
 
     def _invoke_beans(self, op: str, tag: str, entities, children=True) -> list:
         """Call a bean-carrying operation with a request built by the codec.
@@ -190,67 +407,64 @@ class SoapClient(Client):
             return "".join(out).encode("utf-8")
         return self._call(op, build)
 
-    def _post(self, envelope: bytes, idempotent: bool = False) -> list:
-        """Send a request; repeat it on a transient failure if ``idempotent``."""
+    def _post(self, envelope: bytes, op: str) -> list:
+        """Send a request; repeat it on a transient failure if ``op`` only
+        reads, within the retry count and ``timeout`` seconds of the first try."""
         attempt = 0
+        start = time.monotonic()
         while True:
             try:
-                return self._post_once(envelope)
+                return self._post_once(envelope, op)
             except _Transient as exc:
-                if not idempotent:
-                    raise ConnectionError("%s (a write request, not repeated: it may or may "
-                                          "not have been applied)" % exc) from None
-                if attempt >= self.retries:
-                    raise ConnectionError("%s (gave up after %d attempts)"
-                                          % (exc, attempt + 1)) from None
-                time.sleep(self.backoff * 2 ** attempt)
+                if op in NOT_IDEMPOTENT:
+                    raise ServerError("%s (a write request, not repeated: it may or may "
+                                      "not have been applied)" % exc) from None
+                wait = self.backoff * 2 ** attempt
+                spent = time.monotonic() - start
+                if attempt >= self.retries or spent + wait >= self.timeout:
+                    raise ServerError("%s (gave up after %d attempts in %.1f s)"
+                                      % (exc, attempt + 1, spent)) from None
+                time.sleep(wait)
                 attempt += 1
 
-    def _post_once(self, envelope: bytes) -> list:
-        request = suds.transport.Request(self.url, envelope, self.timeout)
-        request.headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
-        try:
-            reply = self._transport.send(request).message
-        except suds.transport.TransportError as exc:
-            body = exc.fp.read() if exc.fp is not None else b""
-            if exc.httpcode == 500 and body:
-                try:
-                    self._raise_fault(body)
-                except ConnectionError as bad:      # a 500 that is no SOAP fault
-                    raise _Transient(str(bad)) from None
-            error = _Transient if exc.httpcode and exc.httpcode >= 500 else ConnectionError
-            raise error("ICAT at %s answered HTTP %s: %s"
-                        % (self.url, exc.httpcode, exc)) from None
-        except urllib.error.URLError as exc:
-            raise _Transient("cannot reach ICAT at %s: %s"
-                             % (self.url, getattr(exc, "reason", exc))) from None
-        except (http.client.HTTPException, socket.timeout, OSError) as exc:
-            raise _Transient("connection to ICAT at %s failed: %s"
-                             % (self.url, exc or type(exc).__name__)) from None
-        if reply is None:
-            raise _Transient("ICAT at %s sent an empty reply" % self.url)
-        body = self._body(reply)
-        if len(body) and codec.local(body[0].tag) == "Fault":
-            self._raise_fault(reply)
-        return [el for el in (body[0] if len(body) else ()) if isinstance(el.tag, str)]
+    def _post_once(self, envelope: bytes, op: str) -> list:
+        url, status, ctype, reply = self._http.request(
+            self.url, envelope, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+            what=op + " request")
+        where = "ICAT at %s" % self.url
+        if status == 200 and reply:
+            body = self._body(reply, status, ctype, op)
+            if len(body) and codec.local(body[0].tag) == "Fault":
+                self._raise_fault(body, op)
+            return [el for el in (body[0] if len(body) else ()) if isinstance(el.tag, str)]
+        if status == 500 and _looks_like_xml(reply):
+            self._raise_fault(self._body(reply, status, ctype, op), op)
+        if status == 200:
+            raise _Transient("%s sent an empty reply to %s" % (where, op))
+        message = "%s answered %s with HTTP %d %s" % (where, op, status, _status_text(status, ctype))
+        if status >= 500:
+            raise _Transient(message)
+        raise ServerError(message)
 
-    def _body(self, data: bytes):
+    def _body(self, data: bytes, status: int, ctype: str, op: str):
         try:
             root = etree.fromstring(data, self._parser)
         except etree.XMLSyntaxError as exc:
-            raise ConnectionError("ICAT at %s sent a malformed reply: %s"
-                                  % (self.url, exc)) from None
+            raise ServerError("ICAT at %s answered %s with HTTP %d %s that is not XML: %s"
+                              % (self.url, op, status, _status_text(status, ctype),
+                                 exc)) from None
         body = root.find("{%s}Body" % SOAP_ENV)
         if body is None:
-            raise ConnectionError("ICAT at %s sent a reply without SOAP body" % self.url)
+            raise ServerError("ICAT at %s answered %s with XML that is no SOAP envelope (<%s>)"
+                              % (self.url, op, codec.local(root.tag)))
         return body
 
-    def _raise_fault(self, data: bytes):
-        """Raise the IcatError an ICAT fault describes."""
-        body = self._body(data)
+    def _raise_fault(self, body, op: str):
+        """Raise the IcatError an ICAT fault describes; a fault that is no
+        IcatException of a known type (JAX-WS' own, a proxy's) is a ServerError."""
         fault = body.find("{%s}Fault" % SOAP_ENV)
         if fault is None:
-            raise ConnectionError("ICAT at %s failed without a SOAP fault" % self.url)
+            raise ServerError("ICAT at %s failed %s without a SOAP fault" % (self.url, op))
         text = " ".join((fault.findtext("faultstring") or "").split())
         detail = fault.find("detail")
         exc = None
@@ -259,13 +473,17 @@ class SoapClient(Client):
                 if isinstance(el.tag, str) and codec.local(el.tag) == "IcatException":
                     exc = el
                     break
-        if exc is None:
-            raise IcatError(text or "SOAP fault without message")
+        kind = (exc.findtext("type") or "").strip() if exc is not None else ""
+        if kind not in ERROR_TYPES:
+            what = ("an IcatException of unknown type %r" % kind if exc is not None
+                    else "a SOAP fault that is no IcatException (%s)"
+                    % (fault.findtext("faultcode") or "no faultcode").strip())
+            raise ServerError("ICAT at %s answered %s with %s: %s"
+                              % (self.url, op, what, text or "no message"))
         message = " ".join((exc.findtext("message") or text).split())
         offset = exc.findtext("offset")
         offset = int(offset) if offset and offset.strip().lstrip("-").isdigit() else -1
-        raise error_for((exc.findtext("type") or "INTERNAL").strip(), message,
-                        offset if offset >= 0 else None)
+        raise error_for(kind, message, offset if offset >= 0 else None)
 
     def _text(self, op, *args):
         ret = self._invoke(op, *args)
@@ -297,7 +515,7 @@ class SoapClient(Client):
                           for k, v in credentials.items() if v is not None)
         ret = self._post(("%s<ns2:login><plugin>%s</plugin><credentials>%s</credentials>"
                           "</ns2:login>%s" % (_REQUEST_HEAD, codec.escape(auth), entries,
-                                              _REQUEST_TAIL)).encode("utf-8"), True)
+                                              _REQUEST_TAIL)).encode("utf-8"), "login")
         self.session_id = ret[0].text if ret else None
         self._login_args = (auth, dict(credentials))
         self.user_name = None
@@ -427,6 +645,12 @@ class SoapClient(Client):
                     created.extend(kids)
         if created and _depth < 10:
             self._learn_child_ids(created, _depth + 1)
+
+
+def _looks_like_xml(data: bytes) -> bool:
+    """Whether a body starts as XML does (a SOAP fault), not as an HTML page."""
+    head = data[:200].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"<") and not head[:20].lower().startswith((b"<!doctype", b"<html"))
 
 
 def _split_on_references(entities):
