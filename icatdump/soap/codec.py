@@ -20,7 +20,7 @@ import math
 
 from ..entity import Entity
 from ..errors import DecodeError
-from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
+from ..schema import ATTRIBUTE, ENUMS, META_ATTRS, ONE, Schema
 from ..rules import field_rule
 from ..types import UTC, ValueProblem, parse_datetime
 
@@ -308,4 +308,24 @@ def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = Tr
                      if isinstance(c.tag, str))
     if tname is None:
         return elem.text
+    if tname in _ENUM_TYPES or (not _has_child_elements(elem) and not _is_entity(schema, tname)):
+        # An enum constant (``SELECT p.valueType``): JAXB types it by the
+        # enum's schema type, ``xsi:type="ns2:parameterValueType"``.
+        return (elem.text or "").strip()
     return decode_entity(elem, schema, None, keep_meta, fill=fill, shared=shared)
+
+
+#: xsi:type names of ICAT's enums as JAXB writes them (first letter lowered).
+_ENUM_TYPES = frozenset(name[0].lower() + name[1:] for name in ENUMS)
+
+
+def _has_child_elements(elem) -> bool:
+    return any(isinstance(child.tag, str) for child in elem)
+
+
+def _is_entity(schema: Schema, tname: str) -> bool:
+    try:
+        schema.by_instance_name(tname)
+    except KeyError:
+        return False
+    return True
