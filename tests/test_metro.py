@@ -280,3 +280,31 @@ def test_retries_stop_within_the_timeout(metro_factory):
                                           r"\(text/html\) \(gave up after 3 attempts in"):
         c.search("SELECT f FROM Facility f")
     assert time.monotonic() - start < 1.5
+
+
+# -- configuration -----------------------------------------------------------------------
+
+def test_timeout_and_reply_size_are_configured(tmp_path, monkeypatch):
+    """``--timeout``/``timeout`` and ``--max-reply-size``/``maxReplySize``
+    (the command line wins); a bad value is a config error naming its
+    source.  That the client gets them: the ``run_dump`` tests above."""
+    from icatdump.config import ConfigError, resolve
+    monkeypatch.chdir(tmp_path)
+    cfg_file = tmp_path / "icat.cfg"
+    cfg_file.write_text("[s]\ntimeout = 7.5\nmaxReplySize = 3\n[bad]\ntimeout = soon\n"
+                        "[zero]\nmaxreplysize = 0\n")
+    search = [cfg_file]
+    cfg = resolve({"configsection": "s"}, {}, search_path=search, need_login=False)
+    assert (cfg.timeout, cfg.max_reply_mb) == (7.5, 3)
+    cfg = resolve({"configsection": "s", "timeout": 2.0, "max_reply_size": 9}, {},
+                  search_path=search, need_login=False)
+    assert (cfg.timeout, cfg.max_reply_mb) == (2.0, 9)
+    assert resolve({}, {}, search_path=search, need_login=False).timeout is None
+    with pytest.raises(ConfigError, match=r"timeout: 'soon' is not a positive number "
+                                          r"\(.*icat.cfg \[bad\]\)"):
+        resolve({"configsection": "bad"}, {}, search_path=search, need_login=False)
+    with pytest.raises(ConfigError, match="maxReplySize: '0' is not a positive whole number"):
+        resolve({"configsection": "zero"}, {}, search_path=search, need_login=False)
+    with pytest.raises(ConfigError, match="timeout: -1.0 is not a positive number "
+                                          r"\(command line\)"):
+        resolve({"timeout": -1.0}, {}, search_path=search, need_login=False)
