@@ -26,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from http import HTTPStatus
 
 import suds
 import suds.cache
@@ -276,7 +277,6 @@ class _Transport(suds.transport.Transport):
 
 def _status_text(status: int, ctype: str) -> str:
     """``Not Found (text/html)``: the reason and what the body was."""
-    from http import HTTPStatus
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
