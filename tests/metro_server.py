@@ -19,7 +19,8 @@ one rewrites the wire shapes into those of a real icat.server (doc/soap.md,
   WSDL), ``wsdl-garbage``, ``fault-unknown`` (JAX-WS' own fault for a
   RuntimeException), ``silent`` (reads a POST, never answers), ``endless``
   (a search reply that never ends), ``dribble`` (a reply a byte at a time),
-  ``unavailable`` (503 for every POST, as a balancer without backends).
+  ``unavailable`` (503 for every POST, as a balancer without backends),
+  ``html-200`` (a proxy's login page for a search).
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._endless()
         if mode == "dribble" and query:
             return self._dribble()
+        if mode == "html-200" and query:
+            return self._send(200, b"<!DOCTYPE html><html><body>Please log in</body></html>",
+                              "text/html", cookie)
         if mode == "fault-unknown" and query:
             return self._send(500, UNKNOWN_FAULT, cookie=cookie, gz=gz)
         if query in self.server.canned:

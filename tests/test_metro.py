@@ -230,6 +230,8 @@ def run_dump(url, tmp_path, *args, timeout=60):
     ("wsdl-garbage", "sent no usable WSDL"),
     ("fault-unknown", "answered search with a SOAP fault that is no IcatException (S:Server): "
                       "java.lang.NullPointerException"),
+    ("html-200", "answered search with HTTP 200 OK (text/html), XML without a SOAP body "
+                 "(<html>)"),
 ])
 def test_server_errors_exit_3(metro_factory, tmp_path, mode, expected):
     metro = metro_factory(mode=mode)
@@ -251,7 +253,7 @@ def test_no_complete_answer_gives_up_at_the_timeout(metro_factory, tmp_path, mod
 def test_endless_reply_stops_at_the_ceiling(metro_factory, tmp_path):
     metro = metro_factory(mode="endless")
     err, elapsed = run_dump(metro.url, tmp_path, "--max-reply-size", "2")
-    assert "sent a search request reply larger than 2 MiB (--max-reply-size)" in err, err
+    assert "sent a reply to the search request larger than 2 MiB (--max-reply-size)" in err, err
     assert elapsed < 12
 
 
@@ -280,6 +282,24 @@ def test_retries_stop_within_the_timeout(metro_factory):
                                           r"\(text/html\) \(gave up after 3 attempts in"):
         c.search("SELECT f FROM Facility f")
     assert time.monotonic() - start < 1.5
+
+
+def test_no_redirect_from_https_to_http():
+    """A redirect would re-send the body, which may carry a password."""
+    import urllib.request
+    from icatdump.soap.client import _Redirects
+    req = urllib.request.Request("https://icat.example.org/ICATService/ICAT", b"<login/>",
+                                 {"Content-Type": "text/xml"})
+    handler = _Redirects()
+    again = handler.redirect_request(req, None, 307, "Temporary Redirect", {},
+                                     "https://icat2.example.org/ICATService/ICAT")
+    assert again.data == b"<login/>" and again.get_method() == "POST"
+    assert again.get_header("Content-type") == "text/xml"
+    with pytest.raises(ServerError, match="redirects \\(HTTP 301\\) to http://icat.example.org"
+                                          "/ICATService/ICAT, which is not https: not followed"):
+        handler.redirect_request(req, None, 301, "Moved", {},
+                                 "http://icat.example.org/ICATService/ICAT")
+    assert handler.redirect_request(req, None, 303, "See Other", {}, req.full_url) is None
 
 
 # -- configuration -----------------------------------------------------------------------

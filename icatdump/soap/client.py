@@ -223,7 +223,7 @@ class Http:
         elif coding in ("", "identity"):
             inflate = None
         else:
-            raise ServerError("ICAT at %s sent its %s reply in an unknown encoding %r"
+            raise ServerError("ICAT at %s sent its reply to the %s in an unknown encoding %r"
                               % (url, what, coding))
         limit = self.max_reply
         out = bytearray()
@@ -241,14 +241,15 @@ class Http:
                 try:
                     piece = inflate.decompress(piece, limit - len(out) + 1)
                 except zlib.error as exc:
-                    raise ServerError("ICAT at %s sent a %s reply that is not valid %s: %s"
+                    raise ServerError("ICAT at %s sent a reply to the %s that is not valid %s: %s"
                                       % (url, what, coding, exc)) from None
             out += piece
             if len(out) > limit:
-                raise ServerError("ICAT at %s sent a %s reply larger than %d MiB (--max-reply-size)"
-                                  % (url, what, limit >> 20))
+                raise ServerError("ICAT at %s sent a reply to the %s larger than %d MiB "
+                                  "(--max-reply-size)" % (url, what, limit >> 20))
         if inflate is not None and not inflate.eof:
-            raise ServerError("ICAT at %s sent a truncated %s-encoded %s reply" % (url, coding, what))
+            raise ServerError("ICAT at %s sent a truncated %s-encoded reply to the %s"
+                              % (url, coding, what))
         return bytes(out)
 
 
@@ -441,22 +442,25 @@ class SoapClient(Client):
             self._raise_fault(self._body(reply, status, ctype, op), op)
         if status == 200:
             raise _Transient("%s sent an empty reply to %s" % (where, op))
-        message = "%s answered %s with HTTP %d %s" % (where, op, status, _status_text(status, ctype))
+        message = "%s answered %s with HTTP %d %s" % (where, op, status,
+                                                      _status_text(status, ctype))
         if status >= 500:
             raise _Transient(message)
         raise ServerError(message)
 
     def _body(self, data: bytes, status: int, ctype: str, op: str):
+        """The SOAP Body of a reply; anything else (an HTML page from a
+        proxy, garbage) is a ServerError saying what came instead."""
         try:
             root = etree.fromstring(data, self._parser)
         except etree.XMLSyntaxError as exc:
-            raise ServerError("ICAT at %s answered %s with HTTP %d %s that is not XML: %s"
-                              % (self.url, op, status, _status_text(status, ctype),
-                                 exc)) from None
-        body = root.find("{%s}Body" % SOAP_ENV)
+            root, problem = None, "not XML: %s" % exc
+        body = root.find("{%s}Body" % SOAP_ENV) if root is not None else None
         if body is None:
-            raise ServerError("ICAT at %s answered %s with XML that is no SOAP envelope (<%s>)"
-                              % (self.url, op, codec.local(root.tag)))
+            if root is not None:
+                problem = "XML without a SOAP body (<%s>)" % codec.local(root.tag)
+            raise ServerError("ICAT at %s answered %s with HTTP %d %s, %s"
+                              % (self.url, op, status, _status_text(status, ctype), problem))
         return body
 
     def _raise_fault(self, body, op: str):
