@@ -20,9 +20,10 @@ import math
 
 from ..entity import Entity
 from ..errors import DecodeError
-from ..schema import ATTRIBUTE, ENUMS, META_ATTRS, ONE, Schema
+from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
 from ..rules import field_rule
 from ..types import UTC, ValueProblem, parse_datetime
+from .wsdl import _ENUM_TYPES     # the XSD names of ICAT's enums, defined with the WSDL
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
@@ -314,9 +315,6 @@ def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = Tr
         return (elem.text or "").strip()
     return decode_entity(elem, schema, None, keep_meta, fill=fill, shared=shared)
 
-
-#: xsi:type names of ICAT's enums as JAXB writes them (first letter lowered).
-_ENUM_TYPES = frozenset(name[0].lower() + name[1:] for name in ENUMS)
 
 
 def _has_child_elements(elem) -> bool:
