@@ -158,7 +158,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         old = urllib.parse.urlsplit(req.full_url).scheme
         new = urllib.parse.urlsplit(newurl).scheme
         if old == "https" and new != "https":
-            raise ServerError("%s redirects (HTTP %d) to %s, which is not https: not followed"
+            raise ServerError("ICAT at %s redirects (HTTP %d) to %s, which is not https: "
+                              "not followed"
                               % (req.full_url, code, newurl))
         headers = {k: v for k, v in req.header_items() if k.lower() not in ("host", "cookie")}
         return urllib.request.Request(newurl, data=req.data, headers=headers,
