@@ -171,10 +171,11 @@ class Http:
     """Requests with a deadline, a reply-size ceiling, redirects, cookies
     (load balancers route by them) and gzip/deflate-encoded replies.
 
-    :meth:`request` returns ``(final URL, status, content type, body)`` for
-    any HTTP status; it raises :class:`ServerError` for a reply that does
-    not arrive complete within ``timeout`` seconds or exceeds
-    ``max_reply`` bytes, and :class:`_Transient` when the connection fails.
+    :meth:`request` returns ``(final URL, status, content type, body)``
+    (the body a bytearray) for any HTTP status; it raises
+    :class:`ServerError` for a reply that does not arrive complete within
+    ``timeout`` seconds or exceeds ``max_reply`` bytes, and
+    :class:`_Transient` when the connection fails.
     """
 
     def __init__(self, context, proxies, timeout: float, max_reply: int):
@@ -251,7 +252,7 @@ class Http:
         if inflate is not None and not inflate.eof:
             raise ServerError("ICAT at %s sent a truncated %s-encoded reply to the %s"
                               % (url, coding, what))
-        return bytes(out)
+        return out          # lxml parses a bytearray as is: no copy of a big reply
 
 
 class _Transport(suds.transport.Transport):
