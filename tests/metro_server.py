@@ -101,6 +101,13 @@ UNKNOWN_FAULT = (
     'file="ICAT.java" line="372" method="search"/></ns2:stackTrace></ns2:exception></detail>'
     "</S:Fault>" + TAIL).encode()
 
+#: An IcatException of a type ICAT does not define (a newer or foreign server).
+NEW_TYPE_FAULT = (
+    HEAD + "<S:Fault><faultcode>S:Server</faultcode><faultstring>quota exceeded</faultstring>"
+    '<detail><ns2:IcatException xmlns:ns2="%s"><message>quota exceeded</message>'
+    "<offset>-1</offset><type>QUOTA</type></ns2:IcatException></detail></S:Fault>"
+    % ICAT_NS + TAIL).encode()
+
 HTML_500 = (b"<!DOCTYPE html><html><head><title>Payara Server - Error report</title></head>"
             b"<body><h1>HTTP Status 500 - Internal Server Error</h1></body></html>")
 
@@ -259,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
                               "text/html", cookie)
         if mode == "fault-unknown" and query:
             return self._send(500, UNKNOWN_FAULT, cookie=cookie, gz=gz)
+        if mode == "fault-newtype" and query:
+            return self._send(500, NEW_TYPE_FAULT, cookie=cookie, gz=gz)
         if query in self.server.canned:
             return self._send(200, search_reply(self.server.canned[query]), cookie=cookie, gz=gz)
         status, reply, ctype = self._forward("POST", path, body)

@@ -230,6 +230,8 @@ def run_dump(url, tmp_path, *args, timeout=60):
     ("wsdl-garbage", "sent no usable WSDL"),
     ("fault-unknown", "answered search with a SOAP fault that is no IcatException (S:Server): "
                       "java.lang.NullPointerException"),
+    ("fault-newtype", "answered search with an IcatException of unknown type 'QUOTA': "
+                      "quota exceeded"),
     ("html-200", "answered search with HTTP 200 OK (text/html), XML without a SOAP body "
                  "(<html>)"),
 ])
