@@ -322,11 +322,11 @@ def test_timeout_and_reply_size_are_configured(tmp_path, monkeypatch):
                   search_path=search, need_login=False)
     assert (cfg.timeout, cfg.max_reply_mb) == (2.0, 9)
     assert resolve({}, {}, search_path=search, need_login=False).timeout is None
-    with pytest.raises(ConfigError, match=r"timeout: 'soon' is not a positive number "
+    with pytest.raises(ConfigError, match=r"timeout: not a positive number: 'soon' "
                                           r"\(.*icat.cfg \[bad\]\)"):
         resolve({"configsection": "bad"}, {}, search_path=search, need_login=False)
-    with pytest.raises(ConfigError, match="maxReplySize: '0' is not a positive whole number"):
+    with pytest.raises(ConfigError, match="maxReplySize: not a positive whole number: '0'"):
         resolve({"configsection": "zero"}, {}, search_path=search, need_login=False)
-    with pytest.raises(ConfigError, match="timeout: -1.0 is not a positive number "
+    with pytest.raises(ConfigError, match=r"timeout: not a positive number: -1.0 "
                                           r"\(command line\)"):
         resolve({"timeout": -1.0}, {}, search_path=search, need_login=False)
