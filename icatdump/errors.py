@@ -92,7 +92,10 @@ class CatalogueBusy(CatalogueError):
 
 class ServerError(IcatdumpError, ConnectionError):
     """No usable reply from a server: the connection dropped, a 5xx that is
-    no ICAT fault, a malformed reply (exit 3)."""
+    no ICAT fault, a malformed reply, an HTTP error status, a fault of no
+    ICAT type, no complete reply within the timeout, a reply larger than the
+    ceiling (exit 3).  The message is one line naming the server and what it
+    did."""
 
     exit_code = EXIT_SERVER
 

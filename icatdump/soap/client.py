@@ -34,10 +34,10 @@ import suds.client
 import suds.transport
 from lxml import etree
 
-from ..client import ERROR_TYPES, Client, IcatError, SessionError, error_for
+from ..client import Client
 from ..config import DEFAULT_MAX_REPLY_MB, DEFAULT_TIMEOUT
 from ..entity import Entity
-from ..errors import ServerError
+from ..errors import ERROR_TYPES, IcatError, ServerError, SessionError, error_for
 from ..schema import MANY, ONE, Schema
 from . import codec
 
@@ -59,13 +59,6 @@ SID = object()
 CONNECT_TIMEOUT = 10.0
 #: Redirects followed for one request (301, 302, 307, 308; POSTs are re-sent).
 MAX_REDIRECTS = 5
-
-
-class ServerError(ConnectionError):
-    """The server failed or answered as no ICAT does: an HTTP error status,
-    a reply that is not SOAP, a fault of no ICAT type, no complete reply
-    within the timeout, a reply larger than the ceiling.  The message is one
-    line naming the server and what it did.  A ConnectionError: exit code 3."""
 
 
 class _Transient(ServerError):
