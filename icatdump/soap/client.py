@@ -210,7 +210,7 @@ class Http:
         finally:
             _CURRENT.sock = None
 
-    def _read(self, resp, url, what) -> bytes:
+    def _read(self, resp, url, what) -> bytearray:
         """The body, decoded, read in pieces with the time left for each."""
         coding = (resp.headers.get("Content-Encoding") or "").strip().lower()
         if coding in ("gzip", "x-gzip", "deflate"):
@@ -473,7 +473,7 @@ class SoapClient(Client):
                     exc = el
                     break
         kind = (exc.findtext("type") or "").strip() if exc is not None else ""
-        if kind not in ERROR_TYPES:
+        if exc is None or kind not in ERROR_TYPES:
             what = ("an IcatException of unknown type %r" % kind if exc is not None
                     else "a SOAP fault that is no IcatException (%s)"
                     % (fault.findtext("faultcode") or "no faultcode").strip())
