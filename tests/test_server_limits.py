@@ -433,9 +433,11 @@ BAD_VALUES = {
     "primary key beyond a long": (
         "get", "<query>Facility</query><primaryKey>%d</primaryKey>" % 2 ** 63,
         "primaryKey %d is out of range for a long" % 2 ** 63),
-    "attribute beyond SQLite": (
+    "attribute beyond an int": (
         "create", '<bean xsi:type="t:facility"><name>n</name><daysUntilRelease>%d'
-        '</daysUntilRelease></bean>' % 2 ** 70, "out of range"),
+        '</daysUntilRelease></bean>' % 2 ** 70, "out of the range of a Java Integer",
+        "VALIDATION"),
+
     "LIMIT beyond an int": (
         "search", "<query>SELECT f FROM Facility f LIMIT 0, %d</query>" % 2 ** 64,
         "LIMIT numbers must be below 2^31"),
