@@ -463,6 +463,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the second waits for the client's delayed ACK, 40 ms per request on a
     # keep-alive connection.
     disable_nagle_algorithm = True
+    server: IcatServer
 
     def setup(self):
         # The socket timeout bounds each write (a client that does not read
