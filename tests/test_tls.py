@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
+from icatdump.soap.limits import Limits
 from icatdump.soap.server import serve
 from icatdump.store import EmbeddedClient, init_catalogue
 
@@ -120,3 +126,32 @@ def test_python_icat_over_https(https_server, certificate, example, tmp_path):
     proc = cli("dump", https_server, "--cacert", str(cert), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert body(out.read_bytes()) == body(src.read_bytes())
+
+
+def test_idle_and_stalled_handshakes_are_closed_in_time(certificate, tmp_path):
+    """The read timeout covers the TLS handshake too: a connection that
+    never starts it, or stops half way, is closed, and HTTPS still works."""
+    cert, key = certificate
+    path = str(tmp_path / "stalled.sqlite")
+    init_catalogue(path, "6.2")
+    server = serve(lambda: EmbeddedClient(path), certfile=str(cert), keyfile=str(key),
+                   limits=Limits(read_timeout=1.0))
+    try:
+        u = urllib.parse.urlsplit(server.url)
+        idle = socket.create_connection((u.hostname, u.port), timeout=10)
+        stalled = socket.create_connection((u.hostname, u.port), timeout=10)
+        stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+        start = time.monotonic()
+        for s in (idle, stalled):
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert time.monotonic() - start < 3.0
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(server.url + "?wsdl", context=context, timeout=10) as r:
+            assert r.status == 200 and b"ICATService" in r.read()
+    finally:
+        server.shutdown()

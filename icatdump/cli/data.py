@@ -21,6 +21,7 @@ from .. import __version__
 from ..check import format_problem
 from ..dumpfile import RawObject
 from ..schema import DEFAULT_VERSION, VERSIONS, Schema
+from ..soap.limits import MIB, Limits
 from .common import (UsageProblem, debug_option, format_names, handle_errors,
                      open_input, quiet_option)
 
@@ -281,10 +282,26 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Where the IDS at /ids keeps the datafiles' content "
                    "(default: PATH.data beside the catalogue).")
+@click.option("--read-timeout", type=click.FloatRange(0, min_open=True),
+              default=Limits.read_timeout, show_default=True, metavar="SECONDS",
+              help="Time for a request to arrive in full (and for an idle connection "
+                   "to be closed).")
+@click.option("--max-connections", type=click.IntRange(1),
+              default=Limits.max_connections, show_default=True,
+              help="Connections served at once; more are answered 503.")
+@click.option("--max-request-mib", type=click.IntRange(1), default=Limits.max_request // MIB,
+              show_default=True, metavar="MIB",
+              help="Largest SOAP request body; larger ones are answered 413 unread.")
+@click.option("--max-pending-mib", type=click.IntRange(1), default=Limits.max_pending // MIB,
+              show_default=True, metavar="MIB",
+              help="Request bodies held at once over all connections; more wait, then 503.")
+@click.option("--backlog", type=click.IntRange(1), default=Limits.backlog, show_default=True,
+              help="Connections queued by the kernel before they are accepted.")
 @quiet_option
 @debug_option
 @handle_errors
-def serve(path, host, port, accounts, certfile, keyfile, data_dir, quiet):
+def serve(path, host, port, accounts, certfile, keyfile, data_dir, read_timeout,
+          max_connections, max_request_mib, max_pending_mib, backlog, quiet):
     """Serve the embedded catalogue PATH as an ICAT SOAP service, with an
     ICAT Data Service (IDS) for the datafiles' content at /ids."""
     from ..soap.server import run_server
@@ -297,7 +314,10 @@ def serve(path, host, port, accounts, certfile, keyfile, data_dir, quiet):
             raise UsageProblem("--account wants NAME:PASSWORD, got %r" % acc)
         parsed[name] = password
     try:
-        run_server(path, host, port, parsed or None, quiet, certfile, keyfile, data_dir)
+        run_server(path, host, port, parsed or None, quiet, certfile, keyfile, data_dir,
+                   Limits(read_timeout=read_timeout, max_connections=max_connections,
+                          max_request=max_request_mib * MIB, max_pending=max_pending_mib * MIB,
+                          backlog=backlog))
     except ssl.SSLError as exc:
         raise UsageProblem("cannot use the certificate %s: %s" % (certfile, exc)) from None
 

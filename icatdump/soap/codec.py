@@ -223,8 +223,7 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
         f = fields.get(name)
         if f is None:
             if name == "id":
-                text = (child.text or "").strip()
-                entity.id = int(text) if text else None
+                entity.id = decode_long(child.text, "id")
             elif keep_meta and name in META_ATTRS:
                 text = child.text
                 values[name] = (parse_datetime(text) if name.endswith("Time") else text) \
@@ -261,6 +260,27 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                 lst.append(decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
                                          shared, _path + "." + name))
     return entity
+
+
+_LONG_MIN, _LONG_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def decode_long(text: str | None, what: str) -> int | None:
+    """An xs:long from a message (ids, primary keys); empty is None.
+
+    Anything else than a Java long is the sender's mistake (DecodeError),
+    not an internal error of whoever reads it.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise DecodeError("%s %r is not a number" % (what, text)) from None
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        raise DecodeError("%s %s is out of range for a long" % (what, text))
+    return value
 
 
 def _id_text(elem) -> str | None:

@@ -14,15 +14,25 @@ authenticated user may do anything (no authorization rules are evaluated).
 Concurrency: HTTP requests are handled in threads, but every catalogue call
 runs on one dedicated worker thread, so the wrapped client (e.g. a SQLite
 connection, which belongs to the thread that made it) is never used from two
-threads and never concurrently.
+threads and never concurrently.  Requests over 256 KiB are handled whole on
+that thread, so only one big parsed tree is in memory at once.
+
+Limits (:class:`Limits`): it may be reachable from a shared network, so no
+client can hold it by being slow, idle, greedy or many: a request must
+arrive whole within a deadline, connections past a ceiling get 503, bodies
+past a ceiling get 413 before they are read, and the listen backlog holds
+bursts of clients.  A client's mistake is answered (a fault or an HTTP
+status) and never logged as a traceback.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import io
 import ipaddress
 import logging
+import socket
 import ssl
 import sys
 import threading
@@ -37,14 +47,15 @@ from ..errors import ClientFault
 from ..ids import server as ids_server
 from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
+from ..types import ValueProblem
 from . import codec, wsdl
+from .limits import Limits
 from .sessions import Sessions
 
 log = logging.getLogger(__name__)
 
 SERVICE_PATH = "/ICATService/ICAT"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-MAX_REQUEST = 512 * 1024 * 1024
 
 _HEAD = ('<?xml version="1.0" encoding="UTF-8"?><S:Envelope xmlns:S="%s"><S:Body>'
          % SOAP_ENV)
@@ -77,6 +88,11 @@ def plain_fault(message: str, code: str = "S:Client") -> bytes:
             "</S:Fault>" % (code, codec.escape(message)) + _TAIL).encode("utf-8")
 
 
+#: Requests larger than this are handled one at a time (our ingest's
+#: largest are ~32 KB).
+_BIG_REQUEST = 256 * 1024
+
+
 class IcatService:
     """ICAT's operations: decode the request, call the catalogue, encode the reply."""
 
@@ -96,6 +112,7 @@ class IcatService:
         #: Operation name → number of calls (for measurements and tests).
         self.calls = collections.Counter()
         self._calls_lock = threading.Lock()
+        self._worker_ident = self._worker.submit(threading.get_ident).result()
 
     def close(self):
         """Stop the worker; a client opened from a factory is closed there too."""
@@ -113,6 +130,8 @@ class IcatService:
             if hasattr(self.client, "user"):
                 self.client.user = user
             return fn(*args)
+        if threading.get_ident() == self._worker_ident:     # a big request, see handle()
+            return run()
         return self._worker.submit(run).result()
 
     # -- documents ------------------------------------------------------------
@@ -123,7 +142,22 @@ class IcatService:
 
     # -- SOAP -----------------------------------------------------------------
     def handle(self, body: bytes) -> tuple[int, bytes]:
-        """Answer one SOAP request: ``(HTTP status, reply bytes)``."""
+        """Answer one SOAP request: ``(HTTP status, reply bytes)``.
+
+        A parsed request takes about eight times its size: big ones are
+        handled whole on the worker thread, one at a time and in one malloc
+        arena (four 30 MiB requests at once took a server to 1.3 GB on the
+        HTTP threads, 0.9 GB taking turns there, 0.4 GB on the worker).
+        Small ones, all that our clients send, run on the HTTP threads: the
+        encoding of one reply overlaps the next catalogue call (a dump
+        fetches pages ahead), which a dump through serve needs to keep its
+        speed.
+        """
+        if len(body) > _BIG_REQUEST:
+            return self._worker.submit(self._handle, body).result()
+        return self._handle(body)
+
+    def _handle(self, body: bytes) -> tuple[int, bytes]:
         try:
             op, params = self._parse(body)
             with self._calls_lock:
@@ -136,6 +170,15 @@ class IcatService:
         except IcatError as exc:
             return 500, fault_xml(exc)
         except codec.DecodeError as exc:
+            return 500, fault_xml(ParameterError(str(exc)))
+        except OverflowError as exc:
+            # Only a number from the request can be too large for the
+            # catalogue (an SQLite integer is a Java long).
+            return 500, fault_xml(ParameterError("a number in the request is out of range (%s)"
+                                                 % exc))
+        except ValueProblem as exc:
+            # A value of the request that does not convert and that the
+            # catalogue did not report itself (e.g. a {ts ...} literal).
             return 500, fault_xml(ParameterError(str(exc)))
         except ClientFault as exc:
             return 500, plain_fault(str(exc))
@@ -279,14 +322,13 @@ class IcatService:
     def op_get(self, params, out):
         user = self._user(params)
         query = (self._text(params, "query") or "").strip()
-        key = (self._text(params, "primaryKey") or "").strip()
+        key = self._text(params, "primaryKey")
         name = query.partition(" ")[0]
         if name not in self.schema:
             raise ParameterError("%s is not an ICAT entity" % name)
-        try:
-            pk = int(key)
-        except ValueError:
-            raise ParameterError("primaryKey %r is not a number" % key) from None
+        pk = codec.decode_long(key, "primaryKey")
+        if pk is None:
+            raise ParameterError("primaryKey cannot be null")
         entity = self._call(user, self.client.get, query, pk)
         if entity is None:
             raise NoSuchObjectError("%s[id:%d] not found." % (name, pk))
@@ -355,26 +397,116 @@ def _apiversion(client) -> str:
 
 # -- HTTP ------------------------------------------------------------------------
 
+class _HttpRefusal(Exception):
+    """A request refused with an HTTP status before it reaches the service."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class _DeadlineInput(io.RawIOBase):
+    """A socket's input that gives up at a deadline rather than per read.
+
+    A per-read timeout alone lets a client that sends a byte now and then
+    hold its connection (and thread) forever; here every read of a request
+    gets only the time left until the request's deadline.
+    """
+
+    def __init__(self, sock):
+        self._sock = sock
+        #: ``time.monotonic()`` value past which reads fail; None: no deadline.
+        self.deadline = None
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received within the read timeout")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _Budget:
+    """Bytes of request bodies held at once, shared by all connections."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, deadline: float | None) -> bool:
+        """Take ``n`` bytes, waiting until ``deadline`` at most; False if not."""
+        n = min(n, self.total)      # a request alone may always proceed
+        with self._cond:
+            while self.used + n > self.total:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= min(n, self.total)
+            self._cond.notify_all()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "icatdump-ICAT"
+    # A reply goes out as two writes (headers, body): with Nagle's algorithm
+    # the second waits for the client's delayed ACK, 40 ms per request on a
+    # keep-alive connection.
+    disable_nagle_algorithm = True
+    server: IcatServer
+
+    def setup(self):
+        # The socket timeout bounds each write (a client that does not read
+        # its reply); reads are bounded by the request deadline below.
+        self.timeout = self.server.limits.read_timeout
+        super().setup()
+        self.rfile.close()
+        self._input = _DeadlineInput(self.connection)
+        self.rfile = io.BufferedReader(self._input)
+
+    def handle_one_request(self):
+        # The deadline starts while the connection is idle: an idle
+        # keep-alive connection is closed after the same time.
+        self._input.deadline = time.monotonic() + self.server.limits.read_timeout
+        super().handle_one_request()
+
+    def _request_read(self):
+        """The whole request is in: from now on only writes, per-send timeout."""
+        self._input.deadline = None
+        self.connection.settimeout(self.server.limits.read_timeout)
 
     def log_message(self, format, *args):
         if self.server.log_requests:
             sys.stderr.write("%s - %s\n" % (self.address_string(), format % args))
 
-    def _send(self, status, body: bytes, ctype="text/xml;charset=utf-8"):
+    def _send(self, status, body: bytes, ctype="text/xml;charset=utf-8", headers=()):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
     def _ids(self):
-        """Hand a request under /ids/ to the local IDS, if there is one (True)."""
+        """Hand a request under /ids/ to the local IDS, if there is one (True).
+
+        The IDS streams datafile content of any size: past the headers its
+        reads have the read timeout each, not the request deadline."""
         ids = self.server.ids
         if ids is None or not self.path.startswith(ids_server.PREFIX):
             return False
+        self._request_read()
         ids.handle(ids_server.Request(self, self.server.tls is not None))
         return True
 
@@ -384,9 +516,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_DELETE = do_PUT
 
+    def _refuse(self, status: int, message: str):
+        """Answer ``status`` and close: what is left of the request is unread."""
+        self.close_connection = True
+        self._request_read()
+        headers = [("Connection", "close")]
+        if status == 503:
+            headers.append(("Retry-After", "1"))
+        self._send(status, (message + "\n").encode("utf-8"), "text/plain", headers)
+        try:
+            # FIN right after the answer, so the client reads it before it
+            # notices that the rest of its request went nowhere.
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def handle_expect_100(self):
+        # "Expect: 100-continue" asks whether to send the body at all: say no
+        # to a SOAP request that is too large before it is sent.
+        if self.command == "POST" and urllib.parse.urlsplit(self.path).path == SERVICE_PATH:
+            try:
+                self._content_length()
+            except _HttpRefusal as exc:
+                self._refuse(exc.status, str(exc))
+                return False
+        return super().handle_expect_100()
+
     def do_GET(self):
         if self._ids():
             return
+        self._request_read()
         url = urllib.parse.urlsplit(self.path)
         if url.path != SERVICE_PATH:
             return self._send(404, b"Not found\n", "text/plain")
@@ -404,18 +563,92 @@ class _Handler(BaseHTTPRequestHandler):
         if self._ids():
             return
         if urllib.parse.urlsplit(self.path).path != SERVICE_PATH:
-            return self._send(404, b"Not found\n", "text/plain")
+            return self._refuse(404, "Not found")
+        self._held = 0
+        try:
+            try:
+                body = self._body()
+            except _HttpRefusal as exc:
+                return self._refuse(exc.status, str(exc))
+            self._request_read()
+            status, reply = self.server.service.handle(body)
+            del body
+        finally:
+            self.server.budget.release(self._held)
+        self._send(status, reply)
+
+    def _reserve(self, n: int):
+        """Count ``n`` more body bytes against the server's pending budget."""
+        if not self.server.budget.acquire(n, self._input.deadline):
+            raise _HttpRefusal(503, "Too many large requests at once; try again in a moment")
+        self._held += n
+
+    def _content_length(self) -> int | None:
+        """The declared body length (None: chunked), checked against the limit."""
+        limit = self.server.limits.max_request
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise _HttpRefusal(501, "Transfer-Encoding %s is not supported" % encoding)
+            return None
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self.close_connection = True
-            return self._send(411, b"Content-Length required\n", "text/plain")
-        if length < 0 or length > MAX_REQUEST:
-            self.close_connection = True
-            return self._send(413, b"Request too large\n", "text/plain")
+            raise _HttpRefusal(411, "Content-Length required") from None
+        if length < 0:
+            raise _HttpRefusal(400, "Content-Length is negative")
+        if length > limit:
+            raise _HttpRefusal(413, "Request of %d bytes is larger than the server's limit "
+                               "of %d bytes" % (length, limit))
+        return length
+
+    def _body(self) -> bytes:
+        length = self._content_length()
+        if length is None:
+            return self._chunked_body(self.server.limits.max_request)
+        self._reserve(length)
         body = self.rfile.read(length)
-        status, reply = self.server.service.handle(body)
-        self._send(status, reply)
+        if len(body) < length:
+            raise ConnectionResetError("client closed the connection in the request body")
+        return body
+
+    def _chunked_body(self, limit: int) -> bytes:
+        """A chunked body, refused as soon as its chunks add up past ``limit``."""
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise _HttpRefusal(400, "Malformed chunk size line") from None
+            if size < 0 or not line.endswith(b"\n"):
+                raise _HttpRefusal(400, "Malformed chunk size line")
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise _HttpRefusal(413, "Request larger than the server's limit of %d bytes"
+                                   % limit)
+            self._reserve(size)
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise ConnectionResetError("client closed the connection in a chunk")
+            parts.append(data)
+            if self.rfile.readline(3).strip():
+                raise _HttpRefusal(400, "Malformed chunk: no CRLF after its data")
+        for _ in range(100):                # trailers, ignored; at most 100 of them
+            if not self.rfile.readline(65537).strip():
+                return b"".join(parts)
+        raise _HttpRefusal(400, "Too many trailer lines")
+
+
+#: How long a connection refused with 503 is kept half-closed, and how many.
+_LINGER = 1.0
+_MAX_LINGERING = 1000
+_BUSY_TEXT = b"Too many connections; try again in a moment\n"
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+         % (len(_BUSY_TEXT), _BUSY_TEXT))
 
 
 class IcatServer(ThreadingHTTPServer):
@@ -424,7 +657,17 @@ class IcatServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, service: IcatService, log_requests=False,
-                 tls: ssl.SSLContext | None = None):
+                 tls: ssl.SSLContext | None = None, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        # Read by server_activate() (listen) and server_bind() (socket family)
+        # inside the base constructor.
+        self.request_queue_size = self.limits.backlog
+        self.address_family = _family(*address[:2])
+        self._connections = 0
+        self._connections_lock = threading.Lock()
+        self.budget = _Budget(self.limits.max_pending)
+        self._lingering = collections.deque()     # (close at, socket) of 503s
+        self._closing = False
         super().__init__(address, _Handler)
         self.service = service
         #: The local IDS (an :class:`icatdump.ids.server.IdsService`), or None.
@@ -437,6 +680,11 @@ class IcatServer(ThreadingHTTPServer):
             # a slow or failing client never holds up accepting the next one.
             self.socket = tls.wrap_socket(self.socket, server_side=True,
                                           do_handshake_on_connect=False)
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (each has a thread)."""
+        return self._connections
 
     @property
     def url(self) -> str:
@@ -452,10 +700,66 @@ class IcatServer(ThreadingHTTPServer):
             return None
         return self.url[:-len(SERVICE_PATH)] + ids_server.PREFIX.rstrip("/")
 
+    def process_request(self, request, client_address):
+        """Start a thread for the connection, or refuse it past max_connections."""
+        with self._connections_lock:
+            busy = self._connections >= self.limits.max_connections
+            if not busy:
+                self._connections += 1
+        if busy:
+            return self._refuse_busy(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self):
+        with self._connections_lock:
+            self._connections -= 1
+
+    def _refuse_busy(self, request):
+        """503 without a thread: written without blocking on the accepting
+        thread (it fits any socket buffer).  Over TLS there is no handshake
+        yet to answer in, so the connection is only closed.
+
+        The socket is half-closed and kept a moment (see service_actions):
+        closed at once, it would answer the request the client is sending
+        with a reset, and the client would see that instead of the 503.
+        """
+        if self.tls is not None or len(self._lingering) >= _MAX_LINGERING:
+            return self.shutdown_request(request)
+        try:
+            request.setblocking(False)
+            request.send(_BUSY)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self.close_request(request)
+        self._lingering.append((time.monotonic() + _LINGER, request))
+
+    def service_actions(self):
+        """Between accepts: close the refused connections whose moment is up,
+        dropping what they sent."""
+        now = time.monotonic()
+        while self._lingering and (self._lingering[0][0] <= now or self._closing):
+            _, request = self._lingering.popleft()
+            try:
+                while request.recv(65536):
+                    pass
+            except OSError:
+                pass
+            self.close_request(request)
+
     def handle_error(self, request, client_address):
         """A client that hangs up or refuses our certificate is its own
         business; anything else is worth a traceback on stderr."""
-        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
             return
         super().handle_error(request, client_address)
 
@@ -472,6 +776,8 @@ class IcatServer(ThreadingHTTPServer):
             super().shutdown()
             self.thread.join()
             self.thread = None
+        self._closing = True
+        self.service_actions()
         self.server_close()
         self.service.close()
 
@@ -482,11 +788,19 @@ class IcatServer(ThreadingHTTPServer):
         self.shutdown()
 
 
+def _family(host: str, port: int) -> int:
+    """The address family to listen with: IPv6 for ``::1`` and the like."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        return socket.AF_INET       # bind() will say what is wrong with the name
+
+
 def serve(client, host: str = "127.0.0.1", port: int = 0,
           accounts: dict | None = None, lifetime_minutes: float = 120.0,
           apiversion: str | None = None, log_requests: bool = False,
           certfile: str | None = None, keyfile: str | None = None,
-          data_dir=None) -> IcatServer:
+          data_dir=None, limits: Limits | None = None) -> IcatServer:
     """Start an ICAT SOAP server for ``client`` in a background thread.
 
     ``client`` is a :class:`Client`, or a callable that opens one; the
@@ -496,6 +810,7 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
     ``certfile`` (PEM, the key in it or in ``keyfile``) it speaks HTTPS.
     With ``data_dir``, an IDS answers under ``/ids`` beside it, keeping its
     files in that directory (see :mod:`icatdump.ids.server`).
+    ``limits``: timeouts and ceilings (default: :class:`Limits`' defaults).
     """
     if accounts is None:
         accounts = {"root": "secret"}
@@ -505,7 +820,11 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
         tls.load_cert_chain(certfile, keyfile)
     sessions = Sessions(accounts, lifetime_minutes)
     service = IcatService(client, sessions, apiversion)
-    server = IcatServer((host, port), service, log_requests, tls)
+    try:
+        server = IcatServer((host, port), service, log_requests, tls, limits)
+    except BaseException:
+        service.close()
+        raise
     if data_dir is not None:
         server.ids = ids_server.IdsService(service, FileStore(data_dir))
     return server.start()
@@ -522,7 +841,8 @@ def is_loopback(host: str) -> bool:
 
 def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | None = None,
                quiet: bool = False, certfile: str | None = None,
-               keyfile: str | None = None, data_dir=None) -> None:
+               keyfile: str | None = None, data_dir=None,
+               limits: Limits | None = None) -> None:
     """``icatdata serve``: serve the embedded catalogue at ``path`` until interrupted.
 
     The IDS keeps its files in ``data_dir``, by default ``<path>.data``.
@@ -535,7 +855,7 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
                    log_requests=not quiet, certfile=certfile, keyfile=keyfile,
-                   data_dir=data_dir or data_dir_of(path))
+                   data_dir=data_dir or data_dir_of(path), limits=limits)
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "

@@ -387,6 +387,8 @@ class Parser:
             count = int(self.expect("INT").value)
         if offset < 0 or (count is not None and count < 0):
             self.error("LIMIT needs non-negative numbers")
+        if max(offset, count or 0) > 2 ** 31 - 1:      # LimitClause.java: Java ints
+            self.error("LIMIT numbers must be below 2^31")
         return (offset, count)
 
     # expressions
