@@ -24,9 +24,11 @@ import re
 from lxml import etree
 
 import icatdump
+from icatdump import limits
 from icatdump.dumpfile import (DataFileError, DumpFileReader, DumpFileWriter, RawObject,
                                RawRef, Record)
 from icatdump.schema import MANY, ONE
+from icatdump.streams import refuse_other_encoding
 from icatdump.types import to_text
 
 _PARSER_OPTIONS = dict(
@@ -52,7 +54,10 @@ class XMLDumpFileReader(DumpFileReader):
 
     def getdata(self):
         """Iterate over the ``<data>`` elements, each cleared after use."""
-        context = etree.iterparse(self.infile, events=("end",), tag="data", **_PARSER_OPTIONS)
+        source = MeasuredInput(self.infile, self.name,
+                               limits.value_size(getattr(self, "max_value_size", None)),
+                               limits.chunk_size(getattr(self, "max_chunk_size", None)))
+        context = etree.iterparse(source, events=("end",), tag="data", **_PARSER_OPTIONS)
         checked = False
         try:
             for _, data in context:
@@ -126,6 +131,119 @@ class XMLDumpFileReader(DumpFileReader):
         return RawObject(tag, key, fields, elem.sourceline)
 
 
+class MeasuredInput:
+    """The binary input on its way to the parser, measured (icatdump/limits.py).
+
+    libxml2 builds a whole text node, attribute value, comment or processing
+    instruction before it hands anything out, and its push parser (which
+    iterparse is) buffers all of it before its own 10 MB check: a 2 GiB
+    attribute took 2.1 GB and crashed the process.  So the bytes are
+    measured here, before the parser sees them: every run without a ``<``
+    (a tag with its attributes and the text after it; neither may hold a
+    literal ``<``), every comment, CDATA section and processing instruction
+    (which may), and every chunk (from one ``</data>`` to the next).  That
+    costs a few ``bytes.find`` and ``count`` calls per block read, not work
+    per byte.  A DOCTYPE is refused where it starts: its internal subset
+    would be buffered whole as well.  A UTF-16 or UTF-32 file is refused by
+    name: its ``<`` bytes are not the markup this counts.
+    """
+
+    def __init__(self, raw, name, max_value: int, max_chunk: int):
+        self._raw = raw
+        self.name = name
+        self._max_value, self._max_chunk = max_value, max_chunk
+        self._carry = b""           # the bytes from _pos on, not yet decided
+        self._pos = 0               # offset of the first byte not yet scanned
+        self._run = self._run_line = 0      # where the current run without '<' began
+        self._chunk = self._chunk_line = 0  # where the current chunk began
+        self._special = None        # (end marker, what, line) of a comment... being passed
+        self._special_start = 0
+        self._line_pos, self._line_no = 0, 1    # line number at offset _line_pos
+        self._first = True
+
+    def read(self, size=-1) -> bytes:
+        data = self._raw.read(size)
+        if self._first:
+            refuse_other_encoding(data, self.name)
+            self._first = False
+        self._scan(data, not data)
+        return data
+
+    def _line_at(self, buf, base, k) -> int:
+        """The line number at ``buf[k]``; asked for ascending offsets only."""
+        self._line_no += buf.count(b"\n", self._line_pos - base, k)
+        self._line_pos = base + k
+        return self._line_no
+
+    def _scan(self, data: bytes, final: bool):
+        buf = self._carry + data if self._carry else data
+        base, n, i = self._pos, len(buf), 0
+        while i < n:
+            if self._special is not None:
+                end, what, line = self._special
+                k = buf.find(end, i)
+                if k < 0:
+                    if base + n - self._special_start > self._max_value:
+                        self._refuse("a %s" % what, line, self._max_value, limits.VALUE_ENV)
+                    i = max(i, n - len(end) + 1)
+                    break
+                i = k + len(end)
+                self._special = None
+                self._run, self._run_line = base + i, self._line_at(buf, base, i)
+                continue
+            j = buf.find(b"<!", i)
+            q = buf.find(b"<?", i, j if j >= 0 else n)
+            j = q if q >= 0 else j
+            if j < 0:
+                # A '<' among the last bytes may begin a marker or ``</data>``.
+                last = -1 if final else buf.rfind(b"<", max(i, n - 8), n)
+                j = last if last >= 0 else n
+                self._runs(buf, base, i, j)
+                i = j
+                break
+            self._runs(buf, base, i, j)
+            i = j
+            head = buf[j:j + 9]
+            if head.startswith(b"<!--"):
+                self._begin(b"-->", "comment", buf, base, j, 4)
+            elif head.startswith(b"<![CDATA["):
+                self._begin(b"]]>", "CDATA section", buf, base, j, 9)
+            elif head.startswith(b"<?"):
+                self._begin(b"?>", "processing instruction", buf, base, j, 2)
+            elif len(head) < 9 and b"<![CDATA["[:len(head)] == head or head == b"<!-":
+                break       # the rest of the marker comes with the next block
+            else:
+                raise DataFileError(_NO_DOCTYPE, self.name, line=self._line_at(buf, base, j))
+            i = self._special_skip
+        self._carry = buf[i:] if not final else b""
+        self._line_at(buf, base, i)
+        self._pos = base + i
+
+    def _begin(self, end, what, buf, base, j, length):
+        self._special = (end, what, self._line_at(buf, base, j))
+        self._special_start = base + j
+        self._special_skip = j + length
+
+    def _runs(self, buf, base, i, j):
+        """Check the runs without ``<`` in ``buf[i:j]`` (no comment or the like there)."""
+        first = buf.find(b"<", i, j)
+        if base + (j if first < 0 else first) - self._run > self._max_value:
+            self._refuse("a value (text, or a tag with its attributes)", self._run_line,
+                         self._max_value, limits.VALUE_ENV)
+        if first >= 0:
+            end = buf.rfind(b"</data>", i, j)
+            if end >= 0:
+                self._chunk, self._chunk_line = base + end + 7, self._line_at(buf, base, end)
+            last = buf.rfind(b"<", first, j)
+            self._run, self._run_line = base + last, self._line_at(buf, base, last)
+        if base + j - self._chunk > self._max_chunk:
+            self._refuse("a chunk", self._chunk_line, self._max_chunk, limits.CHUNK_ENV)
+
+    def _refuse(self, what, line, limit, env):
+        raise DataFileError("%s longer than %s, the limit (%s raises it)"
+                            % (what, limits.describe(limit), env), self.name, line=line)
+
+
 def _reference(elem) -> RawRef:
     """A many-to-one element: ``ref="KEY"`` or a reference by attributes."""
     ref = elem.get("ref")
@@ -144,11 +262,13 @@ def _check_root(root):
                             % (root.tag if root is not None else ""), line=1)
 
 
+_NO_DOCTYPE = "DOCTYPE declarations are not allowed in ICAT data files"
+
+
 def _refuse_doctype(elem):
     docinfo = elem.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
-        raise DataFileError("DOCTYPE declarations are not allowed in ICAT data files",
-                            line=1)
+        raise DataFileError(_NO_DOCTYPE, line=1)
 
 
 class XMLDumpFileWriter(DumpFileWriter):

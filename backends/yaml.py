@@ -32,9 +32,11 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 import icatdump
+from icatdump import limits
 from icatdump.dumpfile import DataFileError, DumpFileReader, DumpFileWriter, RawObject, Record
 from icatdump.dumporder import restore_order
 from icatdump.schema import MANY
+from icatdump.streams import refuse_other_encoding
 from icatdump.types import to_yaml
 
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -81,6 +83,27 @@ class _Loader(SafeLoader):
 _resolve = SafeLoader.resolve
 
 
+class _CheckedLoader(yaml.composer.Composer, _Loader):
+    """:class:`_Loader` composing in Python from libyaml's events, so that
+    the input read between two events can be measured (:class:`_MeasuredText`):
+    one scalar or comment is all that lies between them.  Slower than
+    libyaml's own composer; used only for documents past the value ceiling."""
+
+    def __init__(self, stream, measured):
+        _Loader.__init__(self, stream)
+        self.anchors = {}
+        self._measured = measured
+
+    def get_event(self):
+        event = _Loader.get_event(self)
+        self._measured.event(event.end_mark.line + 1)
+        return event
+
+
+class _Restart(Exception):
+    """A document has grown past the value ceiling under the fast loader."""
+
+
 class YAMLDumpFileReader(DumpFileReader):
     """Read a YAML data file one document (chunk) at a time."""
 
@@ -88,20 +111,32 @@ class YAMLDumpFileReader(DumpFileReader):
     _rank = None        # entity name -> place in the restore order
 
     def getdata(self):
-        """Iterate over the documents of the file, as composed node trees."""
-        loader = _Loader(self.infile)
-        self._loader = loader
+        """Iterate over the documents of the file, as composed node trees.
+
+        libyaml composes a document up to the value ceiling; a longer one is
+        read again from its start by :class:`_CheckedLoader` (see
+        :class:`_MeasuredText`).
+        """
+        measured = _MeasuredText(self.infile, self.name,
+                                 limits.value_size(getattr(self, "max_value_size", None)),
+                                 limits.chunk_size(getattr(self, "max_chunk_size", None)))
+        loader = self._loader = _Loader(measured)
         try:
             while True:
                 try:
                     if not loader.check_node():
                         return
                     node = loader.get_node()
+                except _Restart:
+                    loader.dispose()
+                    loader = self._loader = _CheckedLoader(measured.restart(), measured)
+                    continue
                 except yaml.YAMLError as exc:
                     raise _yaml_error(exc) from None
                 except UnicodeDecodeError as exc:
                     raise DataFileError("not UTF-8 text: byte 0x%02x at offset %d of a read block"
                                         % (exc.object[exc.start], exc.start)) from None
+                measured.returned()
                 yield node
                 # Forget this document's constructed values.
                 loader.constructed_objects = {}
@@ -220,6 +255,128 @@ class YAMLDumpFileReader(DumpFileReader):
             raise DataFileError("invalid %s value %r: %s"
                                 % (node.tag.rsplit(":", 1)[-1], node.value, exc),
                                 line=_line(node)) from None
+
+
+class _MeasuredText:
+    """The text on its way to the loader, measured (icatdump/limits.py).
+
+    libyaml builds a whole scalar, and the loader a whole document, before
+    either hands anything out: a 1 GiB scalar took 3.1 GB.  So the text is
+    measured here, before the loader sees it.  Documents start at ``---``
+    lines; a document longer than the chunk ceiling is refused.  One up to
+    the value ceiling cannot hold a longer scalar, and libyaml composes it
+    at full speed; the text of the documents it has not returned yet is
+    kept.  When they grow past the value ceiling, the fast loader is
+    dropped and :class:`_CheckedLoader` reads on from the start of the
+    first of them (kept text first): it reports every event, and more text
+    than the ceiling between two events is a scalar (or comment) too long.
+    Costs per block read: one search for ``---`` and one line count.
+    """
+
+    #: What libyaml may read ahead of the event it is working on.
+    slack = 64 << 10
+
+    def __init__(self, stream, name, max_value: int, max_chunk: int):
+        self._stream = stream
+        self.name = name
+        self._max_value, self._max_chunk = max_value, max_chunk
+        self._pos, self._line = 0, 1    # characters and lines passed on
+        self._tail = "\n"              # the end of the text passed on, for split markers
+        self._kept, self._kept_from = [], (0, 1)    # unreturned documents' text, start
+        self._starts = []               # (offset, line) of later document starts
+        self._first_start = True
+        self._replay = ""
+        self._checked = False           # under _CheckedLoader
+        self._since_event, self._event_line = 0, 1
+
+    def read(self, size=-1) -> str:
+        if self._replay:
+            text, self._replay = self._replay[:size], self._replay[size:]
+        else:
+            try:
+                text = self._stream.read(size)
+            except UnicodeDecodeError as exc:
+                if self._pos == 0:
+                    refuse_other_encoding(exc.object, self.name)
+                raise
+            self._account(text)
+        if self._checked:
+            self._since_event += len(text)
+            if self._since_event > self._max_value + self.slack:
+                raise DataFileError("a scalar or comment longer than %s, the limit (%s raises it)"
+                                    % (limits.describe(self._max_value), limits.VALUE_ENV),
+                                    self.name, line=self._event_line)
+        elif self._pos - self._kept_from[0] > self._max_value:
+            raise _Restart
+        return text
+
+    def _account(self, text: str):
+        """Note the document starts in ``text`` and check the chunk ceiling.
+
+        A ``---`` is found with the line break before it and the blank
+        after it, so the last four characters passed on are searched again
+        with ``text``; a start found in them was not complete before.
+        """
+        tail = self._tail
+        joined = tail + text
+        t = len(tail)
+        line, at = self._line, t
+        for m in _DOCUMENT_START.finditer(joined):
+            start = m.start() + 1
+            if start < t:
+                where = self._line - tail.count("\n", start)
+            else:
+                line += joined.count("\n", at, start)
+                at = start
+                where = line
+            offset = self._pos - t + start
+            if self._first_start and _PROLOGUE.fullmatch((self._text_before() + text)[:offset]):
+                pass        # only directives and comments before: the first document's
+            else:
+                self._starts.append((offset, where))
+            self._first_start = False
+        if not self._checked:
+            self._kept.append(text)
+        self._line = line + joined.count("\n", at)
+        self._pos += len(text)
+        self._tail = joined[-4:]
+        offset, line = self._starts[-1] if self._starts else self._kept_from
+        if self._pos - offset > self._max_chunk:
+            raise DataFileError("a document (chunk) longer than %s, the limit (%s raises it)"
+                                % (limits.describe(self._max_chunk), limits.CHUNK_ENV),
+                                self.name, line=line)
+
+    def _text_before(self) -> str:
+        """The text passed on so far, while no document was returned (kept)."""
+        return "".join(self._kept)
+
+    def returned(self):
+        """The loader returned a document: the next one is the first not returned."""
+        if self._starts:
+            self._kept_from = self._starts.pop(0)
+        if not self._checked:
+            kept = "".join(self._kept)
+            self._kept = [kept[self._kept_from[0] - (self._pos - len(kept)):]]
+
+    def restart(self):
+        """A stream for :class:`_CheckedLoader`: from the start of the first
+        document not returned, on the same lines (blank ones before it)."""
+        offset, line = self._kept_from
+        kept = "".join(self._kept)
+        self._replay = "\n" * (line - 1) + kept[offset - (self._pos - len(kept)):]
+        self._kept = []
+        self._checked = True
+        self._since_event = 0
+        return self
+
+    def event(self, line: int):
+        self._since_event, self._event_line = 0, line
+
+
+#: A ``---`` line (a document start), with the line break before it.
+_DOCUMENT_START = re.compile(r"\n---(?=[ \t\r\n])")
+#: What may come before the first document's ``---``.
+_PROLOGUE = re.compile(r"(?:[ \t]*(?:[%#][^\n]*)?\r?\n)*")
 
 
 _STR = "tag:yaml.org,2002:str"

@@ -20,6 +20,24 @@ from .errors import DataFileError
 #: The first bytes of a gzip file.
 GZIP_MAGIC = b"\x1f\x8b"
 
+#: Byte order marks of the encodings other than UTF-8, UTF-32 first (its
+#: little-endian mark starts with UTF-16's).
+_OTHER_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
+               (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"))
+
+
+def refuse_other_encoding(head: bytes, name=None):
+    """Refuse a file that a byte order mark says is UTF-16 or UTF-32.
+
+    Data files are UTF-8 (python-icat writes nothing else), and the readers'
+    input checks (backends/xml.py) look at bytes as UTF-8 would have them.
+    """
+    for bom, encoding in _OTHER_BOMS:
+        if head.startswith(bom):
+            raise DataFileError("%s text (byte order mark at the start): data files are UTF-8; "
+                                "convert it first, e.g. iconv -f %s -t UTF-8"
+                                % (encoding, encoding), name, line=1)
+
 
 class GunzipStream(io.RawIOBase):
     """The decompressed content of a gzip stream.
