@@ -109,6 +109,7 @@ class XMLDumpFileReader(DumpFileReader):
             self._tag_specs[tag] = specs
         fields = []
         append = fields.append
+        single = set()      # names of the one-value fields given so far
         for sub in elem:
             name = sub.tag
             spec = specs.get(name)
@@ -117,6 +118,9 @@ class XMLDumpFileReader(DumpFileReader):
                 if kind is MANY:
                     append((name, self._object(sub, spec[2].instance_name, None)))
                     continue
+                if name in single:
+                    _given_twice(name, tag, sub, key)
+                single.add(name)
                 if kind is ONE:
                     # A plain key string is the common case's RawObject form.
                     ref = sub.get("ref")
@@ -124,11 +128,20 @@ class XMLDumpFileReader(DumpFileReader):
                     continue
             elif name.__class__ is not str:
                 continue        # comments, PIs, entity nodes: never data
+            elif name in single:
+                _given_twice(name, tag, sub, key)
+            else:
+                single.add(name)
             if len(sub):
                 raise DataFileError("unexpected elements inside <%s> of <%s>" % (name, tag),
                                     line=sub.sourceline)
             append((name, sub.text))
         return RawObject(tag, key, fields, elem.sourceline)
+
+
+def _given_twice(name, tag, sub, key):
+    """A one-value field written twice: which one was meant is not known."""
+    raise DataFileError("<%s> given twice in <%s>" % (name, tag), line=sub.sourceline, key=key)
 
 
 class MeasuredInput:
@@ -182,9 +195,9 @@ class MeasuredInput:
             if self._special is not None:
                 end, what, line = self._special
                 k = buf.find(end, i)
+                if base + (n if k < 0 else k) - self._special_start > self._max_value:
+                    self._refuse("a %s" % what, line, self._max_value, limits.VALUE_ENV)
                 if k < 0:
-                    if base + n - self._special_start > self._max_value:
-                        self._refuse("a %s" % what, line, self._max_value, limits.VALUE_ENV)
                     i = max(i, n - len(end) + 1)
                     break
                 i = k + len(end)
@@ -231,6 +244,16 @@ class MeasuredInput:
             self._refuse("a value (text, or a tag with its attributes)", self._run_line,
                          self._max_value, limits.VALUE_ENV)
         if first >= 0:
+            if j - first > self._max_value:
+                # A ceiling below the block size: the runs inside count too.
+                at = first
+                while at >= 0:
+                    nxt = buf.find(b"<", at + 1, j)
+                    if nxt - at > self._max_value:
+                        self._refuse("a value (text, or a tag with its attributes)",
+                                     self._line_at(buf, base, at), self._max_value,
+                                     limits.VALUE_ENV)
+                    at = nxt
             end = buf.rfind(b"</data>", i, j)
             if end >= 0:
                 self._chunk, self._chunk_line = base + end + 7, self._line_at(buf, base, end)

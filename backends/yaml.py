@@ -37,7 +37,7 @@ from icatdump.dumpfile import DataFileError, DumpFileReader, DumpFileWriter, Raw
 from icatdump.dumporder import restore_order
 from icatdump.schema import MANY
 from icatdump.streams import refuse_other_encoding
-from icatdump.types import to_yaml
+from icatdump.types import ValueProblem, refuse_finer_than_microseconds, to_yaml
 
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FastDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -239,10 +239,20 @@ class YAMLDumpFileReader(DumpFileReader):
         return RawObject(tag, key, fields, line)
 
     def _construct(self, node):
-        if node.__class__ is ScalarNode and node.tag == _INT:
+        tag = node.tag
+        if node.__class__ is ScalarNode and tag == _INT:
             value = node.value
             if value.isdigit() and value[0] != "0":
                 return int(value)   # plain decimal; PyYAML reads 0-prefixed ones as octal
+        if tag in _NOT_VALUES:
+            raise DataFileError("a value of YAML type !!%s: ICAT values are strings, numbers, "
+                                "booleans, dates or null" % tag.rsplit(":", 1)[-1],
+                                line=_line(node))
+        if tag == _TIMESTAMP:
+            try:
+                refuse_finer_than_microseconds(node.value)
+            except ValueProblem as exc:
+                raise DataFileError(str(exc), line=_line(node)) from None
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
@@ -381,6 +391,10 @@ _PROLOGUE = re.compile(r"(?:[ \t]*(?:[%#][^\n]*)?\r?\n)*")
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+#: Types the safe constructor builds that no ICAT attribute holds (it
+#: refuses tags it does not know, ``!!python/...`` among them, by itself).
+_NOT_VALUES = frozenset("tag:yaml.org,2002:" + t for t in ("binary", "set", "omap", "pairs"))
 _MERGE = "tag:yaml.org,2002:merge"
 
 

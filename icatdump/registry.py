@@ -19,6 +19,7 @@ from typing import IO, Any
 from .client import Client
 from .errors import DataFileError
 from .inputs import DataInput, FormatMismatch, format_hook, open_binary
+from .streams import refuse_other_encoding
 
 #: Known backends: format name (as registered) → (reader class, writer class).
 _known: dict[str, tuple[type[Any], type[Any]]] = {}
@@ -169,6 +170,7 @@ def settle_format(head: bytes, formatname: str | None, name: str) -> str:
             return formatname
     sniffed = sniff(head)
     if sniffed is None:
+        refuse_other_encoding(head, name)       # named, rather than "not an ICAT data file"
         known = _sniffing_order() if formatname is None else [formatname]
         raise DataFileError("not an ICAT data file (%s)" % _neither(known), name)
     if formatname is not None:

@@ -136,6 +136,8 @@ def to_python(f: Field, value, entity: str = "?"):
                 return False
             raise ValueError
         if t == "Date":
+            if isinstance(value, str):
+                refuse_finer_than_microseconds(value)
             return parse_datetime(value)
     except ValueProblem as exc:
         raise ValueProblem("%s.%s: %s" % (entity, f.name, exc)) from None
@@ -181,6 +183,22 @@ def to_yaml(value):
 
 
 _BOOL_WORDS = {"true": True, "false": False}
+
+
+#: A time with more than 6 fractional second digits.
+_FINER_THAN_MICROSECONDS = re.compile(r"\d:\d\d[.,]\d{7}")
+
+
+def refuse_finer_than_microseconds(text: str):
+    """Refuse a time written with more than 6 fractional second digits.
+
+    Python's datetime holds microseconds, and both ``fromisoformat`` (3.11+)
+    and PyYAML's timestamps drop further digits without a word; a value
+    is not changed silently on its way into the catalogue.
+    """
+    if _FINER_THAN_MICROSECONDS.search(text):
+        raise ValueProblem("%r has more than 6 fractional second digits "
+                           "(the finest a date here holds is a microsecond)" % text)
 
 
 def converter(f: Field, entity: str = "?"):
@@ -231,6 +249,8 @@ def converter(f: Field, entity: str = "?"):
     elif t == "Date":
         def conv(v):
             if v.__class__ is str:
+                if len(v) > 26 and _FINER_THAN_MICROSECONDS.search(v):
+                    return to_python(f, v, entity)      # which refuses it
                 try:
                     dt = _dt.datetime.fromisoformat(v)
                 except ValueError:
