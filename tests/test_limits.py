@@ -21,7 +21,7 @@ import pytest
 
 from icatdump import limits
 from icatdump.check import CheckClient
-from icatdump.dumpfile import DataFileError, get_backend
+from icatdump.dumpfile import DataFileError, discover_backends, get_backend
 from icatdump.schema import Schema
 from test_file_tools import ROOT, cli
 
@@ -190,6 +190,7 @@ def test_a_bad_ceiling_setting_is_a_usage_error(tmp_path, monkeypatch):
 
 def read_all(path, fmt, **settings):
     """Every record of a file as the library reads it: (tag, key, line, fields)."""
+    discover_backends()
     reader_cls, _ = get_backend(fmt)
     reader = reader_cls(CheckClient(Schema.for_version("6.2")), path)
     for name, value in settings.items():
