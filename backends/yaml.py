@@ -136,7 +136,7 @@ class YAMLDumpFileReader(DumpFileReader):
                 except UnicodeDecodeError as exc:
                     raise DataFileError("not UTF-8 text: byte 0x%02x at offset %d of a read block"
                                         % (exc.object[exc.start], exc.start)) from None
-                measured.returned()
+                measured.returned(node)
                 yield node
                 # Forget this document's constructed values.
                 loader.constructed_objects = {}
@@ -273,14 +273,15 @@ class _MeasuredText:
     libyaml builds a whole scalar, and the loader a whole document, before
     either hands anything out: a 1 GiB scalar took 3.1 GB.  So the text is
     measured here, before the loader sees it.  Documents start at ``---``
-    lines; a document longer than the chunk ceiling is refused.  One up to
-    the value ceiling cannot hold a longer scalar, and libyaml composes it
-    at full speed; the text of the documents it has not returned yet is
-    kept.  When they grow past the value ceiling, the fast loader is
-    dropped and :class:`_CheckedLoader` reads on from the start of the
-    first of them (kept text first): it reports every event, and more text
-    than the ceiling between two events is a scalar (or comment) too long.
-    Costs per block read: one search for ``---`` and one line count.
+    lines (or after ``...`` lines); one longer than the chunk ceiling is
+    refused.  A document up to the value ceiling cannot hold a longer
+    scalar, and libyaml composes it at full speed; the text of the
+    documents it has not returned yet is kept.  When that grows past the
+    value ceiling, the fast loader is dropped and :class:`_CheckedLoader`
+    reads on from the start of the first of them (kept text first, on the
+    same lines): it reports every event, and more text than the ceiling
+    between two events is a scalar (or comment) too long.  Costs per block
+    read: one search for the markers and one line count.
     """
 
     #: What libyaml may read ahead of the event it is working on.
@@ -292,9 +293,10 @@ class _MeasuredText:
         self._max_value, self._max_chunk = max_value, max_chunk
         self._pos, self._line = 0, 1    # characters and lines passed on
         self._tail = "\n"              # the end of the text passed on, for split markers
-        self._kept, self._kept_from = [], (0, 1)    # unreturned documents' text, start
-        self._starts = []               # (offset, line) of later document starts
-        self._first_start = True
+        self._kept = []                 # the text from _kept_from on (fast loader only)
+        self._kept_from = (0, 1, False)     # (offset, line, after '...') of the first
+        self._starts = []               # document not returned, and of later ones
+        self._base = 0                  # the offset of the loader's first character
         self._replay = ""
         self._checked = False           # under _CheckedLoader
         self._since_event, self._event_line = 0, 1
@@ -321,17 +323,17 @@ class _MeasuredText:
         return text
 
     def _account(self, text: str):
-        """Note the document starts in ``text`` and check the chunk ceiling.
+        """Note the document boundaries in ``text``; check the chunk ceiling.
 
-        A ``---`` is found with the line break before it and the blank
+        A marker is found with the line break before it and the blank
         after it, so the last four characters passed on are searched again
-        with ``text``; a start found in them was not complete before.
+        with ``text``: a marker found partly in them was not complete before.
         """
         tail = self._tail
         joined = tail + text
         t = len(tail)
         line, at = self._line, t
-        for m in _DOCUMENT_START.finditer(joined):
+        for m in _DOCUMENT_MARKER.finditer(joined):
             start = m.start() + 1
             if start < t:
                 where = self._line - tail.count("\n", start)
@@ -339,31 +341,30 @@ class _MeasuredText:
                 line += joined.count("\n", at, start)
                 at = start
                 where = line
-            offset = self._pos - t + start
-            if self._first_start and _PROLOGUE.fullmatch((self._text_before() + text)[:offset]):
-                pass        # only directives and comments before: the first document's
-            else:
-                self._starts.append((offset, where))
-            self._first_start = False
+            self._starts.append((self._pos - t + start, where, m.group(1) == "..."))
         if not self._checked:
             self._kept.append(text)
         self._line = line + joined.count("\n", at)
         self._pos += len(text)
         self._tail = joined[-4:]
-        offset, line = self._starts[-1] if self._starts else self._kept_from
+        offset, line, _ = self._starts[-1] if self._starts else self._kept_from
         if self._pos - offset > self._max_chunk:
             raise DataFileError("a document (chunk) longer than %s, the limit (%s raises it)"
                                 % (limits.describe(self._max_chunk), limits.CHUNK_ENV),
                                 self.name, line=line)
 
-    def _text_before(self) -> str:
-        """The text passed on so far, while no document was returned (kept)."""
-        return "".join(self._kept)
-
-    def returned(self):
-        """The loader returned a document: the next one is the first not returned."""
+    def returned(self, node):
+        """The loader returned ``node``: the first document not returned
+        starts at the first boundary after its end."""
+        if node is None:
+            return
+        end = self._base + node.end_mark.index
+        while self._starts and self._starts[0][0] < end:
+            self._starts.pop(0)
         if self._starts:
             self._kept_from = self._starts.pop(0)
+        else:       # the end of the stream: the loader has read the marker of any next one
+            self._kept_from = (self._pos, self._line, False)
         if not self._checked:
             kept = "".join(self._kept)
             self._kept = [kept[self._kept_from[0] - (self._pos - len(kept)):]]
@@ -371,9 +372,14 @@ class _MeasuredText:
     def restart(self):
         """A stream for :class:`_CheckedLoader`: from the start of the first
         document not returned, on the same lines (blank ones before it)."""
-        offset, line = self._kept_from
+        offset, line, after_end = self._kept_from
         kept = "".join(self._kept)
-        self._replay = "\n" * (line - 1) + kept[offset - (self._pos - len(kept)):]
+        text = kept[offset - (self._pos - len(kept)):]
+        skip = text.find("\n") if after_end else 0     # the '...' line itself, not its break
+        if skip < 0:
+            skip = len(text)
+        self._replay = "\n" * (line - 1) + text[skip:]
+        self._base = offset + skip - (line - 1)
         self._kept = []
         self._checked = True
         self._since_event = 0
@@ -383,10 +389,8 @@ class _MeasuredText:
         self._since_event, self._event_line = 0, line
 
 
-#: A ``---`` line (a document start), with the line break before it.
-_DOCUMENT_START = re.compile(r"\n---(?=[ \t\r\n])")
-#: What may come before the first document's ``---``.
-_PROLOGUE = re.compile(r"(?:[ \t]*(?:[%#][^\n]*)?\r?\n)*")
+#: A ``---`` or ``...`` line, with the line break before it.
+_DOCUMENT_MARKER = re.compile(r"\n(---|\.\.\.)(?=[ \t\r\n])")
 
 
 _STR = "tag:yaml.org,2002:str"

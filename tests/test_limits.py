@@ -216,6 +216,13 @@ def test_yaml_read_past_the_fast_loader_is_the_same(example, tmp_path, name):
     src = example(name)
     assert read_all(src, "YAML", max_value_size=300) == read_all(src, "YAML")
     text = src.read_text()
+    first = text.index("\n---\n") + 5
+    for end in ("\n...\n---\n", "\n... # end\n\n# next\n---\n"):     # '...' ends a document
+        ended = tmp_path / "ended.yaml"
+        ended.write_text(text[:first] + text[first:].replace("\n---\n", end))
+        records = read_all(ended, "YAML")
+        assert len(records) == len(read_all(src, "YAML"))
+        assert read_all(ended, "YAML", max_value_size=300) == records
     bad = tmp_path / "bad.yaml"
     cut = text.index("\n---", len(text) // 2)
     bad.write_text(text[:cut] + "\n---\nfacility:\n  f:\n    name: [unclosed\n" + text[cut:])
@@ -225,6 +232,28 @@ def test_yaml_read_past_the_fast_loader_is_the_same(example, tmp_path, name):
             read_all(bad, "YAML", max_value_size=limit)
         messages.append(str(exc.value))
     assert messages[0] == messages[1] and "line" in messages[0]
+
+
+@pytest.mark.parametrize("end", ["", "...\n", "... # end\n# next\n\n"])
+def test_yaml_restart_after_returned_documents(tmp_path, monkeypatch, end):
+    """Small documents go through the fast loader, a longer one is read
+    again from its own start: nothing twice, nothing lost, same lines."""
+    from icatdump.backends.yaml import _MeasuredText
+    def doc(n, first):
+        return ("---\nfacility:\n"
+                + "".join("  f%d_%d:\n    name: facility %d\n" % (first, i, i) for i in range(n)))
+    path = tmp_path / "mixed.yaml"
+    path.write_text("%YAML 1.1\n# c\n" + doc(2, 1) + end + doc(3, 2) + end + doc(1000, 3)
+                    + end + doc(2, 4))
+    records = read_all(path, "YAML")
+    e = len(end.splitlines())
+    assert len(records) == 1007 and records[-1][2] == 2023 + 3 * e
+    restarts = []
+    restart = _MeasuredText.restart
+    monkeypatch.setattr(_MeasuredText, "restart",
+                        lambda self: restarts.append(self._kept_from[1]) or restart(self))
+    assert read_all(path, "YAML", max_value_size=20000) == records
+    assert restarts == [17 + e], "the boundary before the third document"
 
 
 # -- the small holes ---------------------------------------------------------
