@@ -54,7 +54,7 @@ class XMLDumpFileReader(DumpFileReader):
 
     def getdata(self):
         """Iterate over the ``<data>`` elements, each cleared after use."""
-        source = MeasuredInput(self.infile, self.name,
+        source = _MeasuredInput(self.infile, self.name,
                                limits.value_size(getattr(self, "max_value_size", None)),
                                limits.chunk_size(getattr(self, "max_chunk_size", None)))
         context = etree.iterparse(source, events=("end",), tag="data", **_PARSER_OPTIONS)
@@ -144,7 +144,7 @@ def _given_twice(name, tag, sub, key):
     raise DataFileError("<%s> given twice in <%s>" % (name, tag), line=sub.sourceline, key=key)
 
 
-class MeasuredInput:
+class _MeasuredInput:
     """The binary input on its way to the parser, measured (icatdump/limits.py).
 
     libxml2 builds a whole text node, attribute value, comment or processing

@@ -297,14 +297,17 @@ class _MeasuredText:
         self._kept_from = (0, 1, False)     # (offset, line, after '...') of the first
         self._starts = []               # document not returned, and of later ones
         self._base = 0                  # the offset of the loader's first character
-        self._replay = ""
+        self._replay, self._replay_at = "", 0     # kept text, read again after a restart
         self._checked = False           # under _CheckedLoader
         self._since_event, self._event_line = 0, 1
 
     def read(self, size=-1) -> str:
-        if self._replay:
-            text, self._replay = self._replay[:size], self._replay[size:]
+        if self._replay_at < len(self._replay):
+            at = self._replay_at
+            self._replay_at = end = len(self._replay) if size is None or size < 0 else at + size
+            text = self._replay[at:end]
         else:
+            self._replay = ""
             try:
                 text = self._stream.read(size)
             except UnicodeDecodeError as exc:
@@ -378,7 +381,7 @@ class _MeasuredText:
         skip = text.find("\n") if after_end else 0     # the '...' line itself, not its break
         if skip < 0:
             skip = len(text)
-        self._replay = "\n" * (line - 1) + text[skip:]
+        self._replay, self._replay_at = "\n" * (line - 1) + text[skip:], 0
         self._base = offset + skip - (line - 1)
         self._kept = []
         self._checked = True
