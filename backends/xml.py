@@ -172,15 +172,28 @@ class _MeasuredInput:
         self._special = None        # (end marker, what, line) of a comment... being passed
         self._special_start = 0
         self._line_pos, self._line_no = 0, 1    # line number at offset _line_pos
-        self._first = True
+        self._head = b""            # the first bytes, until the XML declaration is whole
 
     def read(self, size=-1) -> bytes:
         data = self._raw.read(size)
-        if self._first:
-            refuse_other_encoding(data, self.name)
-            self._first = False
+        if self._head is not None:
+            self._check_encoding(data)
         self._scan(data, not data)
         return data
+
+    def _check_encoding(self, data: bytes):
+        """Refuse an encoding in which a ``<`` byte may be part of another
+        character: these checks would count it, and undercount a value."""
+        head = self._head = self._head + data
+        if data and b">" not in head and len(head) < 1024:
+            return
+        self._head = None
+        refuse_other_encoding(head, self.name)
+        m = _DECLARED_ENCODING.match(head)
+        if m and not _BYTE_SAFE_ENCODING.fullmatch(m.group(1).decode("ascii")):
+            raise DataFileError("XML in the encoding %s: data files are UTF-8 (a single-byte "
+                                "encoding such as ISO-8859-1 is read too)"
+                                % m.group(1).decode("ascii"), self.name, line=1)
 
     def _line_at(self, buf, base, k) -> int:
         """The line number at ``buf[k]``; asked for ascending offsets only."""
@@ -265,6 +278,14 @@ class _MeasuredInput:
     def _refuse(self, what, line, limit, env):
         raise DataFileError("%s longer than %s, the limit (%s raises it)"
                             % (what, limits.describe(limit), env), self.name, line=line)
+
+
+#: The encoding an XML declaration names.
+_DECLARED_ENCODING = re.compile(
+    rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?encoding\s*=\s*[\"']([A-Za-z][\w.:-]*)[\"']")
+#: Encodings in which every ``<`` byte is a ``<``.
+_BYTE_SAFE_ENCODING = re.compile(r"utf-?8|(us-?)?ascii|iso[-_]?8859[-_]\d+|latin-?\d"
+                                 r"|(windows|cp)-?125\d", re.IGNORECASE)
 
 
 def _reference(elem) -> RawRef:

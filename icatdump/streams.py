@@ -20,23 +20,26 @@ from .errors import DataFileError
 #: The first bytes of a gzip file.
 GZIP_MAGIC = b"\x1f\x8b"
 
-#: Byte order marks of the encodings other than UTF-8, UTF-32 first (its
-#: little-endian mark starts with UTF-16's).
-_OTHER_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
-               (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"))
+#: How files in encodings other than UTF-8 start: byte order marks (UTF-32
+#: first: its little-endian one starts with UTF-16's), then ``<`` or
+#: ``<?xm`` in those encodings without a mark.
+_OTHER_ENCODINGS = ((codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
+                    (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"),
+                    (b"<\x00\x00\x00", "UTF-32LE"), (b"\x00\x00\x00<", "UTF-32BE"),
+                    (b"<\x00", "UTF-16LE"), (b"\x00<", "UTF-16BE"),
+                    (b"\x4c\x6f\xa7\x94", "EBCDIC"))
 
 
 def refuse_other_encoding(head: bytes, name=None):
-    """Refuse a file that a byte order mark says is UTF-16 or UTF-32.
+    """Refuse a file that starts as UTF-16, UTF-32 or EBCDIC text does.
 
     Data files are UTF-8 (python-icat writes nothing else), and the readers'
-    input checks (backends/xml.py) look at bytes as UTF-8 would have them.
+    input checks (backends/xml.py) count ``<`` bytes as UTF-8 has them.
     """
-    for bom, encoding in _OTHER_BOMS:
-        if head.startswith(bom):
-            raise DataFileError("%s text (byte order mark at the start): data files are UTF-8; "
-                                "convert it first, e.g. iconv -f %s -t UTF-8"
-                                % (encoding, encoding), name, line=1)
+    for start, encoding in _OTHER_ENCODINGS:
+        if head.startswith(start):
+            raise DataFileError("%s text: data files are UTF-8; convert it first, e.g. "
+                                "iconv -f %s -t UTF-8" % (encoding, encoding), name, line=1)
 
 
 class GunzipStream(io.RawIOBase):

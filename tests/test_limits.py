@@ -274,6 +274,27 @@ def test_utf16_and_utf32_are_refused_by_name(tmp_path, encoding, fmt):
         read_all(path, fmt.upper())
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_xml_in_utf16_or_utf32_without_a_byte_order_mark_is_refused_by_name(tmp_path, encoding):
+    path = tmp_path / "wide.xml"
+    path.write_bytes((XML_HEAD + XML_TAIL).encode(encoding))
+    name = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    with pytest.raises(DataFileError, match="line 1: %s text: data files are UTF-8" % name):
+        read_all(path, "XML")
+
+
+def test_xml_declared_in_an_encoding_that_hides_markup_is_refused(tmp_path):
+    """In ISO-2022-JP a '<' byte may be half of a character: the checks
+    would count it, so such a file is refused; single-byte ones are read."""
+    path = tmp_path / "declared.xml"
+    text = (XML_HEAD.replace("utf-8", "%s") + '<facility id="f"><name>\u00e9</name></facility>\n'
+            + XML_TAIL)
+    path.write_bytes((text % "ISO-2022-JP").replace("\u00e9", "\u6771").encode("iso-2022-jp"))
+    one_error(data_cli("info", path), path, "line 1:", "XML in the encoding ISO-2022-JP")
+    path.write_bytes((text % "ISO-8859-1").encode("latin-1"))
+    assert read_all(path, "XML") == [("facility", "f", 7, repr([("name", "\u00e9")]))]
+
+
 def check_problems(path) -> list[str]:
     proc = data_cli("check", "-q", path)
     assert "Traceback" not in proc.stderr, proc.stderr
