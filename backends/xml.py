@@ -55,8 +55,8 @@ class XMLDumpFileReader(DumpFileReader):
     def getdata(self):
         """Iterate over the ``<data>`` elements, each cleared after use."""
         source = _MeasuredInput(self.infile, self.name,
-                               limits.value_size(getattr(self, "max_value_size", None)),
-                               limits.chunk_size(getattr(self, "max_chunk_size", None)))
+                               limits.value_size(self.max_value_size),
+                               limits.chunk_size(self.max_chunk_size))
         context = etree.iterparse(source, events=("end",), tag="data", **_PARSER_OPTIONS)
         checked = False
         try:

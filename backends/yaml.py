@@ -118,8 +118,8 @@ class YAMLDumpFileReader(DumpFileReader):
         :class:`_MeasuredText`).
         """
         measured = _MeasuredText(self.infile, self.name,
-                                 limits.value_size(getattr(self, "max_value_size", None)),
-                                 limits.chunk_size(getattr(self, "max_chunk_size", None)))
+                                 limits.value_size(self.max_value_size),
+                                 limits.chunk_size(self.max_chunk_size))
         loader = self._loader = _Loader(measured)
         try:
             while True:

@@ -110,6 +110,13 @@ class DumpFileReader:
     #: 10^5-object one (measured: bench/run.py --sizes 100000 1000000).
     cache_size = 20_000
 
+    #: Ceilings on one value and one chunk of the input, which the backends
+    #: measure before their parser sees it (bytes; YAML: characters).  None:
+    #: ICATDUMP_MAX_VALUE_SIZE / ICATDUMP_MAX_CHUNK_SIZE, else the defaults
+    #: (icatdump/limits.py).
+    max_value_size: int | None = None
+    max_chunk_size: int | None = None
+
     def __init__(self, client: Client, infile):
         self.client = client
         self.schema = client.schema

@@ -7,8 +7,8 @@ so the readers measure their input before the parser sees it and refuse
 past these ceilings (backends/xml.py, backends/yaml.py), with one line
 naming file, line and limit, well before memory runs out.
 
-Each ceiling is a reader attribute (``reader.max_value_size``,
-``reader.max_chunk_size``); left at None it comes from the environment
+Each ceiling is a reader attribute (``DumpFileReader.max_value_size``,
+``max_chunk_size``); left at None it comes from the environment
 (``ICATDUMP_MAX_VALUE_SIZE``, ``ICATDUMP_MAX_CHUNK_SIZE``: a number of
 bytes, with an optional K, M or G suffix), else the default here.
 """
