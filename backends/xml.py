@@ -172,7 +172,7 @@ class _MeasuredInput:
         self._special = None        # (end marker, what, line) of a comment... being passed
         self._special_start = 0
         self._line_pos, self._line_no = 0, 1    # line number at offset _line_pos
-        self._head = b""            # the first bytes, until the XML declaration is whole
+        self._head: bytes | None = b""     # the first bytes, until the XML declaration is whole
 
     def read(self, size=-1) -> bytes:
         data = self._raw.read(size)
@@ -184,7 +184,7 @@ class _MeasuredInput:
     def _check_encoding(self, data: bytes):
         """Refuse an encoding in which a ``<`` byte may be part of another
         character: these checks would count it, and undercount a value."""
-        head = self._head = self._head + data
+        head = self._head = (self._head or b"") + data
         if data and b">" not in head and len(head) < 1024:
             return
         self._head = None
