@@ -25,6 +25,7 @@ pieces concatenate to exactly what one ``yaml.dump`` of the chunk gives.
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import re
 
@@ -298,6 +299,7 @@ class _MeasuredText:
         self._starts = []               # document not returned, and of later ones
         self._base = 0                  # the offset of the loader's first character
         self._replay, self._replay_at = "", 0     # kept text, read again after a restart
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._checked = False           # under _CheckedLoader
         self._since_event, self._event_line = 0, 1
 
@@ -310,6 +312,8 @@ class _MeasuredText:
             self._replay = ""
             try:
                 text = self._stream.read(size)
+                if text.__class__ is not str:     # a binary stream: UTF-8, as text streams are
+                    text = self._decoder.decode(text, final=not text)
             except UnicodeDecodeError as exc:
                 if self._pos == 0:
                     refuse_other_encoding(exc.object, self.name)
