@@ -20,11 +20,10 @@ from __future__ import annotations
 import os
 import re
 import uuid
-import zlib
 from pathlib import Path
 
 from .errors import DataFileError
-from .ids.store import BLOCK, BadLocation, checksum_text, location_path
+from .ids.store import BadLocation, blocks_of, checksum_text, copy_counted, location_path
 from .query import literal
 
 _CRC32 = re.compile(r"^[0-9a-fA-F]{1,8}$")
@@ -99,14 +98,7 @@ class DataSaver:
                 raise DataFileError("no file at %s in %s" % (location, self.source),
                                     key=key) from None
             with src:
-                size = crc = 0
-                while True:
-                    block = src.read(BLOCK)
-                    if not block:
-                        return size, crc
-                    out.write(block)
-                    size += len(block)
-                    crc = zlib.crc32(block, crc)
+                return copy_counted(blocks_of(src), out)
         ids = self.client.search("SELECT df.id FROM Datafile df WHERE df.location = %s"
                                  % literal(location))
         if len(ids) != 1:

@@ -16,7 +16,7 @@ import urllib.parse
 import zlib
 
 from ..errors import ServerError
-from .store import BLOCK
+from .store import BLOCK, blocks_of, copy_counted
 
 #: Largest reply body read (replies of put, version and errors are small).
 MAX_REPLY = 1024 * 1024
@@ -116,14 +116,7 @@ class IdsClient:
                 if reply.status >= 400:
                     data = reply.read(MAX_REPLY)
                 else:
-                    size = crc = 0
-                    while True:
-                        block = reply.read(BLOCK)
-                        if not block:
-                            return size, crc
-                        out.write(block)
-                        size += len(block)
-                        crc = zlib.crc32(block, crc)
+                    return copy_counted(blocks_of(reply), out)
             except (OSError, http.client.HTTPException) as exc:
                 raise ServerError("IDS %s: getData: %s" % (self.url, exc)) from None
         finally:

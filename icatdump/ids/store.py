@@ -24,6 +24,22 @@ from pathlib import Path
 BLOCK = 64 * 1024
 
 
+def blocks_of(stream):
+    """The content of a binary stream, a block of at most BLOCK bytes at a time."""
+    return iter(lambda: stream.read(BLOCK), b"")
+
+
+def copy_counted(blocks, out) -> tuple[int, int]:
+    """Write ``blocks`` to ``out``; the size and crc32 of what was written,
+    counted as the IDS counts a file, so that every copy is checked alike."""
+    size = crc = 0
+    for block in blocks:
+        out.write(block)
+        size += len(block)
+        crc = zlib.crc32(block, crc)
+    return size, crc
+
+
 def data_dir_of(catalogue) -> Path:
     """The data directory of an embedded catalogue: ``<catalogue>.data``."""
     return Path(str(catalogue) + ".data")
@@ -74,13 +90,9 @@ class FileStore:
         if target.exists():
             raise FileExistsError("a file is stored at %s already" % location)
         tmp = self.tmp / uuid.uuid4().hex
-        size = crc = 0
         try:
             with open(tmp, "wb") as out:
-                for block in blocks:
-                    out.write(block)
-                    size += len(block)
-                    crc = zlib.crc32(block, crc)
+                size, crc = copy_counted(blocks, out)
                 out.flush()
                 os.fsync(out.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from ..client import ParameterError
 from ..query import literal
 from ..schema import ENUMS, MANY, ONE, EntityType, Field, Schema
-from .jpql import is_jpql
+from .jpql import is_jpql, read_quoted
 from .sqlgen import ID_FIELD, META_FIELDS
 
 KEYWORDS = frozenset(("DISTINCT", "ORDER", "BY", "ASC", "DESC", "IN", "BETWEEN",
@@ -91,7 +92,7 @@ class Token:
     value: str
 
 
-def _lex_error(text: str, i: int, state: str):
+def _lex_error(text: str, i: int, state: str) -> NoReturn:
     if i < len(text):
         near = text[max(0, i - 4):min(i + 5, len(text))]
         raise ParameterError("Unexpected character '%s' near \"%s\" in state %s for string: %s"
@@ -143,19 +144,11 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("PARAMETER", text[i:j]))
             i = j
         elif ch == "'":
-            j, parts = i + 1, []
-            while True:
-                k = text.find("'", j)
-                if k < 0:
-                    _lex_error(text, n, "INQUOTES")
-                parts.append(text[j:k])
-                if text.startswith("''", k):
-                    parts.append("'")
-                    j = k + 2
-                else:
-                    break
-            tokens.append(Token("STRING", "".join(parts)))
-            i = k + 1
+            quoted = read_quoted(text, i)
+            if quoted is None:
+                _lex_error(text, n, "INQUOTES")
+            tokens.append(Token("STRING", quoted[0]))
+            i = quoted[1]
         elif ch == "<":
             if text.startswith("<->", i):
                 tokens.append(Token("ENTSEP", "<->"))

@@ -162,6 +162,23 @@ _NUMBER = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?")
 _NAME = re.compile(r"[A-Za-z$_][A-Za-z0-9$_.]*")
 
 
+def read_quoted(text: str, start: int) -> tuple[str, int] | None:
+    """The string literal whose opening quote is at ``text[start]``: its
+    value (a doubled quote stands for one) and the index after its closing
+    quote; None if it never closes.  ICAT's JPQL and its old concise syntax
+    quote alike."""
+    j, parts = start + 1, []
+    while True:
+        k = text.find("'", j)
+        if k < 0:
+            return None
+        parts.append(text[j:k])
+        if not text.startswith("''", k):
+            return "".join(parts), k + 1
+        parts.append("'")
+        j = k + 2
+
+
 def tokenize(text: str) -> list[Token]:
     tokens, i, n = [], 0, len(text)
     while i < n:
@@ -170,20 +187,12 @@ def tokenize(text: str) -> list[Token]:
             i += 1
             continue
         if ch == "'":
-            j, buf = i + 1, []
-            while True:
-                k = text.find("'", j)
-                if k < 0:
-                    raise ParameterError("Unterminated string starting at position %d in %r"
-                                         % (i, text))
-                buf.append(text[j:k])
-                if text.startswith("''", k):
-                    buf.append("'")
-                    j = k + 2
-                else:
-                    break
-            tokens.append(Token("STR", "".join(buf), i))
-            i = k + 1
+            quoted = read_quoted(text, i)
+            if quoted is None:
+                raise ParameterError("Unterminated string starting at position %d in %r"
+                                     % (i, text))
+            tokens.append(Token("STR", quoted[0], i))
+            i = quoted[1]
             continue
         if ch == "{":
             m = _TS.match(text, i)
