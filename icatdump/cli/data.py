@@ -272,9 +272,13 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
               help="Address to listen on; anything but loopback is announced with a warning.")
 @click.option("--port", default=0, type=click.IntRange(0, 65535),
               help="Port (default: a free one, printed at start).")
-@click.option("--account", "accounts", multiple=True, metavar="NAME:PASSWORD",
-              help="An account of the 'simple' authenticator (repeatable; "
-                   "default root:secret).")
+@click.option("--account", "accounts", multiple=True, metavar="[AUTH/]NAME:PASSWORD",
+              help="An account (repeatable; default root:secret): of authenticator AUTH "
+                   "only, or without AUTH/ of every one (simple, db).")
+@click.option("--root-user", "root_users", multiple=True, metavar="AUTH/NAME",
+              help="A user who may do everything, ICAT's rootUserNames (repeatable; "
+                   "default simple/root and db/root); the catalogue's rules apply to "
+                   "everyone else.")
 @click.option("--certfile", type=click.Path(dir_okay=False, exists=True),
               help="Serve HTTPS with this certificate (PEM; may hold the key too).")
 @click.option("--keyfile", type=click.Path(dir_okay=False, exists=True),
@@ -300,24 +304,32 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
 @quiet_option
 @debug_option
 @handle_errors
-def serve(path, host, port, accounts, certfile, keyfile, data_dir, read_timeout,
+def serve(path, host, port, accounts, root_users, certfile, keyfile, data_dir, read_timeout,
           max_connections, max_request_mib, max_pending_mib, backlog, quiet):
     """Serve the embedded catalogue PATH as an ICAT SOAP service, with an
     ICAT Data Service (IDS) for the datafiles' content at /ids."""
     from ..soap.server import run_server
     if keyfile and not certfile:
         raise UsageProblem("--keyfile needs --certfile")
+    from ..store.authz import ROOT_USERS
     parsed = {}
     for acc in accounts:
         name, sep, password = acc.partition(":")
-        if not sep or not name:
-            raise UsageProblem("--account wants NAME:PASSWORD, got %r" % acc)
+        auth, slash, user = name.rpartition("/")
+        if not sep or not user or (slash and not auth):
+            raise UsageProblem("--account wants [AUTH/]NAME:PASSWORD, got %r" % acc)
         parsed[name] = password
+    for root in root_users:
+        auth, _, user = root.partition("/")
+        if not auth or not user:
+            raise UsageProblem("--root-user wants AUTH/NAME (as ICAT names users, "
+                               "e.g. simple/root), got %r" % root)
     try:
         run_server(path, host, port, parsed or None, quiet, certfile, keyfile, data_dir,
                    Limits(read_timeout=read_timeout, max_connections=max_connections,
                           max_request=max_request_mib * MIB, max_pending=max_pending_mib * MIB,
-                          backlog=backlog))
+                          backlog=backlog),
+                   root_users=frozenset(root_users) if root_users else ROOT_USERS)
     except ssl.SSLError as exc:
         raise UsageProblem("cannot use the certificate %s: %s" % (certfile, exc)) from None
 

@@ -8,8 +8,10 @@ from the catalogue's schema, replies are encoded the way JAX-WS encodes them
 
 Why this exists: it makes the SOAP path testable for real without a Java
 ICAT, lets python-icat run side by side with icatdump on the same data, and
-gives a zero-install ICAT for tests.  It is not a production server: any
-authenticated user may do anything (no authorization rules are evaluated).
+gives a zero-install ICAT for tests.  Over an embedded catalogue it applies
+the catalogue's authorization rules as icat.server does (``store/authz.py``)
+and sends every bean with its audit fields (createId... modTime); it is still
+not a production server (plain passwords, one catalogue thread).
 
 Concurrency: HTTP requests are handled in threads, but every catalogue call
 runs on one dedicated worker thread, so the wrapped client (e.g. a SQLite
@@ -43,12 +45,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from lxml import etree
 
 from ..client import Client, IcatError, ParameterError, NoSuchObjectError, error_for
-from ..errors import ClientFault
+from ..errors import ClientFault, PrivilegesError
 from ..ids import server as ids_server
 from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
 from ..types import ValueProblem
 from . import codec, wsdl
+from ..store.authz import ROOT_USERS
 from .limits import Limits
 from .sessions import Sessions
 
@@ -106,6 +109,12 @@ class IcatService:
             client = self._worker.submit(client).result()
         self.client = client
         self.schema = client.schema
+        # ICAT's beans always carry their audit fields, and ICAT applies
+        # its rules to everyone but the root users.
+        if hasattr(client, "meta"):
+            client.meta = True
+        if hasattr(client, "authorize"):
+            self._worker.submit(client.authorize, sessions.root_users).result()
         self.sessions = sessions
         self.apiversion = apiversion or _apiversion(client)
         self._xsd = None
@@ -302,13 +311,19 @@ class IcatService:
         self._ret(out, self.sessions.user(self._sid(params)))
 
     def op_getProperties(self, params, out):
-        self._user(params)
+        if not self.sessions.is_root(self._user(params)):
+            raise PrivilegesError("user must be in rootUserNames")
         self._ret(out, "lifetimeMinutes %g" % (self.sessions.lifetime / 60.0))
         self._ret(out, "maxEntities %d" % self.client.max_entities)
 
     def op_isAccessAllowed(self, params, out):
-        self._user(params)
-        self._ret(out, True)
+        user = self._user(params)
+        beans = self._beans(params, "bean")
+        if not beans:
+            raise ParameterError("bean cannot be null")
+        access = (self._text(params, "accessType") or "").strip()
+        check = getattr(self.client, "is_access_allowed", None)
+        self._ret(out, True if check is None else self._call(user, check, beans[0], access))
 
     # -- catalogue operations -------------------------------------------------
     def op_search(self, params, out):
@@ -800,7 +815,7 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
           accounts: dict | None = None, lifetime_minutes: float = 120.0,
           apiversion: str | None = None, log_requests: bool = False,
           certfile: str | None = None, keyfile: str | None = None,
-          data_dir=None, limits: Limits | None = None) -> IcatServer:
+          data_dir=None, limits: Limits | None = None, root_users=ROOT_USERS) -> IcatServer:
     """Start an ICAT SOAP server for ``client`` in a background thread.
 
     ``client`` is a :class:`Client`, or a callable that opens one; the
@@ -818,7 +833,7 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
     if certfile:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(certfile, keyfile)
-    sessions = Sessions(accounts, lifetime_minutes)
+    sessions = Sessions(accounts, lifetime_minutes, root_users=root_users)
     service = IcatService(client, sessions, apiversion)
     try:
         server = IcatServer((host, port), service, log_requests, tls, limits)
@@ -842,30 +857,31 @@ def is_loopback(host: str) -> bool:
 def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | None = None,
                quiet: bool = False, certfile: str | None = None,
                keyfile: str | None = None, data_dir=None,
-               limits: Limits | None = None) -> None:
+               limits: Limits | None = None, root_users=ROOT_USERS) -> None:
     """``icatdata serve``: serve the embedded catalogue at ``path`` until interrupted.
 
     The IDS keeps its files in ``data_dir``, by default ``<path>.data``.
 
     Prints the service URL on stdout; warns on stderr when the address is
-    reachable from other machines, since this server evaluates no
-    authorization rules (and, without a certificate, speaks plain HTTP).
+    reachable from other machines, since this server keeps plain passwords
+    (and, without a certificate, speaks plain HTTP).
     """
     from ..store import EmbeddedClient
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
                    log_requests=not quiet, certfile=certfile, keyfile=keyfile,
-                   data_dir=data_dir or data_dir_of(path), limits=limits)
+                   data_dir=data_dir or data_dir_of(path), limits=limits, root_users=root_users)
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "
-                  "%slets every logged-in user do everything"
-                  % (host, "" if certfile else "uses plain HTTP and "), file=sys.stderr)
+                  "is for tests (accounts on its command line%s)"
+                  % (host, "" if certfile else ", plain HTTP"), file=sys.stderr)
         print(server.url, flush=True)
         if not quiet:
-            print("accounts: %s (authenticators simple, db); IDS at %s; press Ctrl-C to stop"
-                  % (", ".join(sorted(accounts or {"root": ""})), server.ids_url),
-                  file=sys.stderr)
+            print("accounts: %s (authenticators %s); root users: %s; IDS at %s; press Ctrl-C "
+                  "to stop" % (", ".join(sorted(accounts or {"root": ""})),
+                               ", ".join(server.service.sessions.plugins),
+                               ", ".join(sorted(root_users)), server.ids_url), file=sys.stderr)
         # Sleep, not join(timeout): a Ctrl-C that interrupts Thread.join
         # can leave the thread's state inconsistent (CPython gh-90882), and
         # shutdown() joins it again.

@@ -1,13 +1,15 @@
 """Logins and sessions of the local ICAT server.
 
 ICAT delegates passwords to authenticator plugins and keeps sessions with a
-fixed lifetime that ``refresh`` restarts.  Here two plugins, ``simple`` and
-``db``, check the same configured accounts; the user name is
-``<plugin>/<name>`` as ICAT reports it.  Error types and messages are ICAT's
-(type SESSION), because clients show them to users and python-icat maps them
-to its exception classes.
+fixed lifetime that ``refresh`` restarts.  Here the plugins ``simple`` and
+``db`` (and any other an account names) check the configured accounts: an
+account ``AUTH/NAME`` belongs to authenticator AUTH only, a plain ``NAME``
+to every one.  The user name is ``<plugin>/<name>`` as ICAT reports it; the
+root users (``rootUserNames``) are named that way.  Error types and messages
+are ICAT's (type SESSION), because clients show them to users and python-icat
+maps them to its exception classes.
 
-There is no authorization: every authenticated user may do everything.
+What a user may do is decided by the catalogue's rules (``store/authz.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 
 from ..client import SessionError
+from ..store.authz import ROOT_USERS
 
 PLUGINS = ("simple", "db")
 
@@ -26,8 +29,11 @@ class Sessions:
     """Session ids → (user name, expiry), safe to use from several threads."""
 
     def __init__(self, accounts: dict[str, str], lifetime_minutes: float = 120.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, root_users=ROOT_USERS):
         self.accounts = dict(accounts)
+        self.root_users = frozenset(root_users)
+        self.plugins = tuple(PLUGINS) + tuple(sorted(
+            {a.partition("/")[0] for a in accounts if "/" in a} - set(PLUGINS)))
         self.lifetime = lifetime_minutes * 60.0
         self.clock = clock
         self._sessions: dict[str, list] = {}
@@ -37,10 +43,14 @@ class Sessions:
         """What ``getAuthenticatorInfo`` reports: plugins and credential keys."""
         keys = [{"name": "username", "hide": False}, {"name": "password", "hide": True}]
         return [{"mnemonic": p, "friendly": None, "admin": False, "keys": keys}
-                for p in PLUGINS]
+                for p in self.plugins]
+
+    def is_root(self, user: str) -> bool:
+        """Whether ``user`` (``plugin/name``) is one of ``rootUserNames``."""
+        return user in self.root_users
 
     def login(self, plugin: str, credentials: dict) -> str:
-        if plugin not in PLUGINS:
+        if plugin not in self.plugins:
             raise SessionError("Authenticator mnemonic %s not recognised" % plugin)
         name = credentials.get("username")
         password = credentials.get("password")
@@ -48,7 +58,7 @@ class Sessions:
             raise SessionError("The username cannot be null or empty.")
         if not password:
             raise SessionError("The password cannot be null or empty.")
-        expected = self.accounts.get(name)
+        expected = self.accounts.get("%s/%s" % (plugin, name), self.accounts.get(name))
         # compare_digest: no timing hint about how much of a password matched.
         if expected is None or not hmac.compare_digest(
                 expected.encode("utf-8"), password.encode("utf-8")):

@@ -18,6 +18,7 @@ from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
 from ..errors import CatalogueError
 from ..schema import VERSIONS, Schema
+from . import authz
 from .ddl import META_TABLE, NEW_FILE_PRAGMAS, PRAGMAS, meta_ddl, table_ddl
 from . import concise
 from .loader import Budget, Loader
@@ -131,6 +132,8 @@ class EmbeddedClient(Client):
         self.loader = Loader(self.conn, self.schema)
         self.plans = PlanCache(self.schema)
         self.writer = Writer(self.conn, self.schema)
+        #: Authorization (:meth:`authorize`); None: every user may do everything.
+        self.gate: authz.Gate | None = None
 
     # -- session ----------------------------------------------------------------
     def login(self, auth: str, credentials: dict) -> None:
@@ -138,10 +141,32 @@ class EmbeddedClient(Client):
         if name:
             self.user = "%s/%s" % (auth, name) if auth else name
 
+    def authorize(self, root_users=authz.ROOT_USERS) -> None:
+        """Apply the catalogue's rules to every user but ``root_users``, as
+        icat.server does (the local server turns this on; a client used
+        without a server stays root-equivalent)."""
+        self.gate = authz.Gate(self.conn, self.schema, self.plans.plan, root_users)
+
+    def _restricted(self) -> authz.Gate | None:
+        """The gate, when the current user is subject to it."""
+        gate = self.gate
+        return gate if gate is not None and not gate.is_root(self.user) else None
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
             self.conn = None        # type: ignore[assignment]  # closed: not to be used again
+
+    @property
+    def meta(self) -> bool:
+        """Whether entities read carry createId, createTime, modId and modTime,
+        as ICAT's beans always do (the local server turns it on; a dump
+        writes no audit fields, so it is off by default)."""
+        return self.loader.meta
+
+    @meta.setter
+    def meta(self, value: bool) -> None:
+        self.loader.meta = self.plans.meta = bool(value)
 
     @property
     def max_entities(self) -> int:
@@ -154,7 +179,24 @@ class EmbeddedClient(Client):
     # -- reading ------------------------------------------------------------------
     def search(self, query) -> list:
         """Run a JPQL query (a string or a :class:`~icatdump.query.Query`)."""
-        return self._run(self.plans.plan(str(query), self.user))
+        gate = self._restricted()
+        if gate is None:
+            return self._run(self.plans.plan(str(query), self.user))
+        user = self.user
+
+        def condition(bean, column):
+            return gate.search_condition(user, bean, column)
+
+        def visible(origin, field, target, ids):
+            return None if gate.step_public(origin, field, target) else \
+                gate.readable(user, target, ids)
+
+        plan = self.plans.plan(str(query), user, condition)
+        self.loader.visible = visible
+        try:
+            return self._run(plan)
+        finally:
+            self.loader.visible = None
 
     def _run(self, plan) -> list:
         budget = Budget(self._max_entities)
@@ -212,6 +254,9 @@ class EmbeddedClient(Client):
             query += " INCLUDE " + include.strip()
         result = self.search(query)
         if not result:
+            gate = self._restricted()
+            if gate is not None and authz.exists(self.conn, name, id):
+                raise authz.PrivilegesError("READ access to this %s is not allowed." % name)
             raise NoSuchObjectError("%s[id:%d] not found." % (name, int(id)))
         return result[0]
 
@@ -240,18 +285,95 @@ class EmbeddedClient(Client):
         return self.writer.commit_every(objects)
 
     def create_many(self, entities) -> list[int]:
-        return self.writer.create_many(entities, self.user)
+        entities = list(entities)
+        gate = self._restricted()
+        if gate is None:
+            ids = self.writer.create_many(entities, self.user)
+        else:
+            # As icat.server: created first, then CREATE checked for every
+            # object made (children too), all undone if one is not allowed.
+            with self.writer.transaction():
+                ids = self.writer.create_many(entities, self.user)
+                for offset, ent in enumerate(entities):
+                    for obj in _tree(ent):
+                        try:
+                            gate.check(self.user, "CREATE", obj.type.name, obj.id)
+                        except authz.PrivilegesError as exc:
+                            exc.offset = offset
+                            raise
+        self._written(entities, True)
+        return ids
 
     def create(self, entity: Entity) -> int:
         try:
-            return self.writer.create_many([entity], self.user)[0]
+            return self.create_many([entity])[0]
         except Exception as exc:
             if hasattr(exc, "offset"):
                 exc.offset = None
             raise
 
     def update(self, entity: Entity) -> None:
+        gate = self._restricted()
+        if gate is not None and entity.id is not None and \
+                authz.exists(self.conn, entity.type.name, entity.id):
+            gate.check(self.user, "UPDATE", entity.type.name, entity.id)
         self.writer.update(entity, self.user)
+        self._written([entity], False)
 
     def delete_many(self, entities) -> None:
-        self.writer.delete_many(list(entities))
+        entities = list(entities)
+        gate = self._restricted()
+        if gate is not None:
+            for ent in entities:
+                if ent.id is not None and authz.exists(self.conn, ent.type.name, ent.id):
+                    gate.check(self.user, "DELETE", ent.type.name, ent.id)
+        self.writer.delete_many(entities)
+        self._written(entities, False)
+
+    def is_access_allowed(self, entity: Entity, access: str) -> bool:
+        """ICAT's ``isAccessAllowed``: may the current user do ``access``
+        (CREATE, READ, UPDATE, DELETE) to ``entity``?  CREATE is tried: the
+        object is created, checked and rolled back."""
+        if access not in authz.ACCESS:
+            raise ParameterError("invalid access type, must be 'READ', 'UPDATE', 'DELETE' "
+                                 "or 'CREATE'")
+        gate = self._restricted()
+        if gate is None:
+            return True
+        name = entity.type.name
+        if access != "CREATE":
+            return entity.id is not None and gate.allowed(self.user, access, name, entity.id)
+
+        class _Undo(Exception):
+            pass
+
+        allowed = False
+        try:
+            with self.writer.transaction():
+                self.writer.create_many([entity], self.user)
+                allowed = gate.allowed(self.user, "CREATE", name, entity.id)
+                raise _Undo
+        except _Undo:
+            pass
+        finally:
+            for obj in _tree(entity):
+                obj.id = None
+        return allowed
+
+    def _written(self, entities, children: bool) -> None:
+        """After a write: rules derived from what changed are read again."""
+        if self.gate is None:
+            return
+        for ent in entities:
+            for obj in (_tree(ent) if children else (ent,)):
+                if obj.type.name in authz.AUTH_ENTITIES:
+                    self.gate.invalidate()
+                    return
+
+
+def _tree(entity: Entity):
+    """An entity and the one-to-many children created with it."""
+    yield entity
+    for name in entity.type.manys:
+        for child in entity.values.get(name) or ():
+            yield from _tree(child)

@@ -18,22 +18,31 @@ import json
 
 from ..client import ParameterError, ValidationError
 from ..entity import Entity
-from ..schema import MANY, ONE, EntityType, Schema
+from ..schema import MANY, META_ATTRS, ONE, EntityType, Schema
 from .ddl import q
-from .values import reader
+from .values import date_from_sql, reader
 
 
 class RowLoader:
-    """Build Entities of one type from ``id, attributes…, relation ids…`` rows."""
+    """Build Entities of one type from ``id, attributes…, relation ids…`` rows.
 
-    def __init__(self, etype: EntityType):
+    With ``meta``, the rows end with the four audit columns (createId,
+    createTime, modId, modTime) and the entities carry them in ``values``, as
+    ICAT's beans do; a local dump has no use for them, so by default they are
+    neither read nor converted.
+    """
+
+    def __init__(self, etype: EntityType, meta: bool = False):
         self.etype = etype
+        self.meta = meta
         self.attr_names = tuple(etype.attrs)
         self.n_attrs = len(self.attr_names)
         self.one_pos = {name: 1 + self.n_attrs + i for i, name in enumerate(etype.ones)}
         self.convs = [(1 + i, name, reader(f)) for i, (name, f) in enumerate(etype.attrs.items())
                       if reader(f) is not None]
         cols = ["id"] + [q(n) for n in etype.attrs] + [q(n) for n in etype.ones]
+        if meta:
+            cols += [q(n) for n in META_ATTRS]
         self.select = "SELECT %s FROM %s" % (", ".join(cols), q(etype.name))
 
     def build(self, row) -> Entity:
@@ -42,6 +51,12 @@ class RowLoader:
             v = row[pos]
             if v is not None:
                 values[name] = conv(v)
+        if self.meta:
+            create_id, create_time, mod_id, mod_time = row[-4:]
+            values["createId"] = create_id
+            values["createTime"] = date_from_sql(create_time)
+            values["modId"] = mod_id
+            values["modTime"] = date_from_sql(mod_time)
         return Entity(self.etype, values, row[0])
 
 
@@ -107,16 +122,32 @@ def include_tree(schema: Schema, etype: EntityType, var: str, include) -> Includ
 class Loader:
     """Fetches entity rows and their INCLUDEs through one connection."""
 
-    def __init__(self, conn, schema: Schema):
+    def __init__(self, conn, schema: Schema, meta: bool = False):
         self.conn = conn
         self.schema = schema
         self.row_loaders: dict[str, RowLoader] = {}
         self.trees: dict[tuple, IncludeNode] = {}
+        self._meta = meta
+        #: For a user who is not root: ``(origin entity, field, target entity,
+        #: ids) -> readable ids or None (all)``; included objects are
+        #: filtered by it (``authz.Gate``).
+        self.visible = None
+
+    @property
+    def meta(self) -> bool:
+        """Whether entities carry the audit fields (see :class:`RowLoader`)."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: bool) -> None:
+        if bool(value) != self._meta:
+            self._meta = bool(value)
+            self.row_loaders.clear()
 
     def row_loader(self, etype: EntityType) -> RowLoader:
         rl = self.row_loaders.get(etype.name)
         if rl is None:
-            rl = self.row_loaders[etype.name] = RowLoader(etype)
+            rl = self.row_loaders[etype.name] = RowLoader(etype, self._meta)
         return rl
 
     def entities(self, etype: EntityType, rows, include, var, budget: Budget) -> list[Entity]:
@@ -164,6 +195,7 @@ class Loader:
                 pos = prl.one_pos[fname]
                 ids = {row[pos] for _, row in items if row[pos] is not None}
                 rows = self.rows_by_id(crl, ids, seen)
+                rows = self.readable(node.etype.name, fname, child.etype.name, rows)
                 objs = {row[0]: (crl.build(row), row) for row in rows}
                 budget.spend(len(objs))
                 for ent, row in items:
@@ -173,6 +205,7 @@ class Loader:
             else:
                 pos = crl.one_pos[f.mapped_by]
                 rows = self.fetch(crl, f.mapped_by, [ent.id for ent, _ in items])
+                rows = self.readable(node.etype.name, fname, child.etype.name, rows)
                 budget.spend(len(rows))
                 groups: dict[int, list] = {}
                 children = []
@@ -183,6 +216,13 @@ class Loader:
                 for ent, _ in items:
                     ent.values[fname] = groups.get(ent.id, [])
                 self.fill(child, children, budget, seen)
+
+    def readable(self, origin: str, field: str, target: str, rows: list) -> list:
+        """The included ``rows`` the user may see (all of them for root)."""
+        if self.visible is None or not rows:
+            return rows
+        ok = self.visible(origin, field, target, [row[0] for row in rows])
+        return rows if ok is None else [row for row in rows if row[0] in ok]
 
     def rows_by_id(self, rl: RowLoader, ids, seen: dict) -> list:
         """The rows of ``ids``, those not in ``seen`` read (and added to it)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 
 from ..client import ParameterError
-from ..schema import ATTRIBUTE, ENUMS, ONE, EntityType, Field, Schema
+from ..schema import ATTRIBUTE, ENUMS, META_ATTRS, ONE, EntityType, Field, Schema
 from ..types import ValueProblem, parse_datetime
 from . import jpql
 from .ddl import q
@@ -87,6 +87,12 @@ class Translator:
         self.joins: list[str] = []
         self.implicit: dict[tuple, Source] = {}
         self.params: list = []
+        #: Whether an entity result ends with the audit columns (loader.RowLoader).
+        self.meta = False
+        #: For a user who is not root: ``(entity name, id column) -> (sql,
+        #: params) or None``, the READ restriction of each FROM/JOIN variable
+        #: (``authz.Gate.search_condition``).
+        self.authz = None
 
     # -- aliases and joins --------------------------------------------------
     def new_alias(self) -> str:
@@ -374,8 +380,18 @@ class Translator:
 
     def tail(self, query: jpql.Query) -> list[str]:
         parts = []
-        if query.where is not None:
-            parts.append("WHERE " + self.expr(query.where).sql)
+        conds = [self.expr(query.where).sql] if query.where is not None else []
+        if self.authz is not None:
+            # As icat.server does: every FROM/JOIN variable is limited to the
+            # objects its entity's READ rules select.
+            for src in list(self.vars.values()):
+                restriction = self.authz(src.etype.name, "%s.id" % src.alias)
+                if restriction is not None:
+                    conds.append(restriction[0])
+                    self.params.extend((p, None) for p in restriction[1])
+        if conds:
+            parts.append("WHERE " + " AND ".join(
+                c if len(conds) == 1 else "(%s)" % c for c in conds))
         if query.group_by:
             parts.append("GROUP BY " + ", ".join(self.expr(e).sql for e in query.group_by))
             if query.having is not None:
@@ -419,7 +435,7 @@ class Translator:
                 parent = self.resolve(jpql.Path(query.items[0].parts[:-1]))
                 src = self.implicit_join(parent.source, self.field_of(
                     parent.source.etype, query.items[0].parts[-1]))
-            select_sql = entity_columns(src)
+            select_sql = entity_columns(src, self.meta)
             kind, etype, converters = "entity", src.etype, []
             select_var = query.items[0].parts[0] if len(query.items[0].parts) == 1 else None
         else:
@@ -458,12 +474,15 @@ class Translator:
         return v.etype is not None
 
 
-def entity_columns(src: Source) -> str:
-    """The columns an Entity is built from: id, attributes, relation ids."""
+def entity_columns(src: Source, meta: bool = False) -> str:
+    """The columns an Entity is built from: id, attributes, relation ids and,
+    with ``meta``, the audit columns (the layout of ``loader.RowLoader``)."""
     et = src.etype
     cols = ["%s.id" % src.alias]
     cols += ["%s.%s" % (src.alias, q(n)) for n in et.attrs]
     cols += ["%s.%s" % (src.alias, q(n)) for n in et.ones]
+    if meta:
+        cols += ["%s.%s" % (src.alias, q(n)) for n in META_ATTRS]
     return ", ".join(cols)
 
 
@@ -473,5 +492,9 @@ def value_reader(v: Value):
     return None
 
 
-def translate(schema: Schema, query: jpql.Query, user: str) -> Plan:
-    return Translator(schema, user).translate(query)
+def translate(schema: Schema, query: jpql.Query, user: str, meta: bool = False,
+              authz=None) -> Plan:
+    translator = Translator(schema, user)
+    translator.meta = meta
+    translator.authz = authz
+    return translator.translate(query)
