@@ -1,0 +1,177 @@
+"""Authorization and audit fields of the local ICAT server, as icat.server applies them.
+
+A real server on 127.0.0.1 over an embedded catalogue: root creates the data
+and the rules (plain catalogue objects), then non-root users log in and see
+and change only what their rules allow -- through our SoapClient and through
+python-icat itself.
+"""
+
+import datetime as dt
+
+import pytest
+
+from icatdump.client import PrivilegesError
+from icatdump.soap.client import SoapClient
+from icatdump.soap.server import serve
+from icatdump.store import EmbeddedClient, init_catalogue
+
+ACCOUNTS = {"root": "secret", "db/acord": "pw-a", "db/nbour": "pw-n", "simple/anna": "pw-x"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    path = str(tmp_path / "icat.sqlite")
+    init_catalogue(path, "6.2")
+    srv = serve(lambda: EmbeddedClient(path), accounts=ACCOUNTS)
+    yield srv
+    srv.shutdown()
+
+
+def login(server, plugin, name, password) -> SoapClient:
+    c = SoapClient(server.url)
+    c.login(plugin, {"username": name, "password": password})
+    return c
+
+
+@pytest.fixture
+def data(server):
+    """Two investigations; acord is in the grouping of the first one only.
+
+    Rules: everyone reads Facility; members of 'readers' read the
+    investigations their grouping is attached to (a restricted JPQL rule) and
+    may create Keywords of those; Dataset is reachable from an investigation
+    by a PublicStep, but readable by no rule."""
+    root = login(server, "simple", "root", "secret")
+    new = root.new
+    acord = new("User", name="db/acord")
+    nbour = new("User", name="db/nbour")
+    root.create_many([acord, nbour])
+    readers = new("Grouping", name="readers", userGroups=[new("UserGroup", user=acord)])
+    root.create(readers)
+    fac = new("Facility", name="ESNF")
+    root.create(fac)
+    it = new("InvestigationType", name="exp", facility=fac)
+    dst = new("DatasetType", name="raw", facility=fac)
+    root.create_many([it, dst])
+    inv1 = new("Investigation", name="i1", title="one", visitId="1", facility=fac, type=it,
+               investigationGroups=[new("InvestigationGroup", grouping=readers, role="r")],
+               datasets=[new("Dataset", name="ds1", type=dst, complete=False)])
+    inv2 = new("Investigation", name="i2", title="two", visitId="1", facility=fac, type=it)
+    root.create_many([inv1, inv2])
+    mine = ("SELECT i FROM Investigation i JOIN i.investigationGroups ig JOIN ig.grouping g "
+            "JOIN g.userGroups ug JOIN ug.user u WHERE u.name = :user")
+    root.create_many([
+        new("Rule", crudFlags="R", what="Facility"),
+        new("Rule", crudFlags="R", what=mine, grouping=readers),
+        new("Rule", crudFlags="CR", grouping=readers, what=(
+            "SELECT k FROM Keyword k JOIN k.investigation i JOIN i.investigationGroups ig "
+            "JOIN ig.grouping g JOIN g.userGroups ug JOIN ug.user u WHERE u.name = :user")),
+        new("PublicStep", origin="Investigation", field="datasets"),
+    ])
+    yield {"root": root, "inv1": inv1, "inv2": inv2, "fac": fac}
+    root.close()
+
+
+def test_root_sees_everything_and_beans_carry_audit_fields(server, data):
+    root = data["root"]
+    assert sorted(i.name for i in root.search("SELECT i FROM Investigation i")) == ["i1", "i2"]
+    # Our client drops the audit fields; python-icat reads them (below).
+    import icat
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("simple", {"username": "root", "password": "secret"})
+    inv = client.search("SELECT i FROM Investigation i WHERE i.name = 'i1'")[0]
+    assert inv.createId == "simple/root" and inv.modId == "simple/root"
+    assert isinstance(inv.modTime, dt.datetime) and isinstance(inv.createTime, dt.datetime)
+    # ... and may search by them
+    assert len(client.search("SELECT i FROM Investigation i WHERE i.createId = 'simple/root'")) == 2
+    assert client.getProperties()
+    client.logout()
+
+
+def test_user_reads_only_what_rules_allow(server, data):
+    acord = login(server, "db", "acord", "pw-a")
+    assert [i.name for i in acord.search("SELECT i FROM Investigation i")] == ["i1"]
+    assert acord.search("SELECT COUNT(i) FROM Investigation i") == [1]
+    # A JOIN variable is restricted too: no rule lets acord read Datasets.
+    assert acord.search("SELECT i FROM Investigation i JOIN i.datasets d") == []
+    assert acord.search("SELECT d FROM Dataset d") == []
+    # ... but the public step Investigation.datasets shows them as INCLUDEs,
+    # while facility is public (an unrestricted rule for everyone).
+    inv = acord.search("SELECT i FROM Investigation i INCLUDE i.datasets, i.facility")[0]
+    assert [d.name for d in inv.values["datasets"]] == ["ds1"]
+    assert inv.values["facility"].values["name"] == "ESNF"
+    # LIMIT applies after the restriction, as python-icat's paging needs.
+    assert [i.name for i in acord.search("SELECT i FROM Investigation i LIMIT 0, 1")] == ["i1"]
+    with pytest.raises(PrivilegesError, match="READ access to this Investigation is not allowed"):
+        acord.get("Investigation", data["inv2"].id)
+    assert acord.get("Investigation", data["inv1"].id).values["name"] == "i1"
+
+
+def test_user_without_rules_sees_nothing_but_public_tables(server, data):
+    nbour = login(server, "db", "nbour", "pw-n")
+    assert nbour.search("SELECT i FROM Investigation i") == []
+    assert nbour.search("SELECT COUNT(i) FROM Investigation i") == [0]
+    assert [f.values["name"] for f in nbour.search("SELECT f FROM Facility f")] == ["ESNF"]
+
+
+def test_writes_need_their_rules(server, data):
+    acord = login(server, "db", "acord", "pw-a")
+    new = acord.new
+    kid = acord.create(new("Keyword", name="allowed", investigation=data["inv1"]))
+    assert kid > 0
+    with pytest.raises(PrivilegesError, match="CREATE access to this Keyword is not allowed"):
+        acord.create(new("Keyword", name="denied", investigation=data["inv2"]))
+    # the denied object was rolled back
+    names = [k.values["name"] for k in data["root"].search("SELECT k FROM Keyword k")]
+    assert names == ["allowed"]
+    with pytest.raises(PrivilegesError, match="UPDATE access to this Investigation"):
+        inv = acord.get("Investigation", data["inv1"].id)
+        inv.values["title"] = "changed"
+        acord.update(inv)
+    with pytest.raises(PrivilegesError, match="DELETE access to this Investigation"):
+        acord.delete(data["inv1"])
+
+
+def test_is_access_allowed_and_get_properties(server, data):
+    import icat
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("db", {"username": "acord", "password": "pw-a"})
+    inv1 = client.get("Investigation", data["inv1"].id)
+    assert client.isAccessAllowed(inv1, "READ") is True
+    assert client.isAccessAllowed(inv1, "UPDATE") is False
+    kw = client.new("Keyword", name="maybe", investigation=inv1)
+    assert client.isAccessAllowed(kw, "CREATE") is True
+    assert data["root"].search("SELECT k FROM Keyword k") == []     # tried, rolled back
+    with pytest.raises(icat.exception.ICATPrivilegesError, match="rootUserNames"):
+        client.getProperties()
+    client.logout()
+
+
+def test_accounts_belong_to_their_authenticator(server, data):
+    login(server, "simple", "anna", "pw-x").close()
+    from icatdump.client import SessionError
+    with pytest.raises(SessionError):
+        login(server, "db", "anna", "pw-x")
+    with pytest.raises(SessionError):
+        login(server, "simple", "acord", "pw-a")
+
+
+def test_rules_change_with_the_catalogue(server, data):
+    """Rules are cached per user; a write to Rule makes them fresh."""
+    nbour = login(server, "db", "nbour", "pw-n")
+    assert nbour.search("SELECT i FROM Investigation i") == []
+    rule = data["root"].new("Rule", crudFlags="R", what="Investigation")
+    data["root"].create(rule)
+    assert len(nbour.search("SELECT i FROM Investigation i")) == 2
+    data["root"].delete(rule)
+    assert nbour.search("SELECT i FROM Investigation i") == []
+
+
+def test_embedded_client_without_server_is_root_equivalent(tmp_path, server, data):
+    # the same catalogue file, opened locally: no gate, whoever the user is
+    path = server.service.client.url
+    local = EmbeddedClient(path, user="db/nbour")
+    try:
+        assert len(local.search("SELECT i FROM Investigation i")) == 2
+    finally:
+        local.close()
