@@ -38,12 +38,15 @@ _ISO_DATETIME = re.compile(
     r"(Z|[+-]\d\d(?::?\d\d)?)?", re.ASCII)
 
 
-def parse_datetime(value) -> _dt.datetime:
-    """ISO 8601 text (offset or ``Z``; naive means UTC) → aware UTC datetime.
+def parse_datetime(value, naive=UTC) -> _dt.datetime:
+    """ISO 8601 text (offset or ``Z``) → aware UTC datetime.
 
-    The same on every Python the package supports: text that
-    ``fromisoformat`` refuses (on 3.10 a ``Z`` suffix, which every ICAT in
-    a UTC JVM sends) is read by :data:`_ISO_DATETIME`.
+    A value without offset (a date alone, too) is read in ``naive``: UTC
+    unless told otherwise; None is the machine's local time, as a Java
+    server reads such values in its own zone.  The same on every Python the
+    package supports: text that ``fromisoformat`` refuses (on 3.10 a ``Z``
+    suffix, which every ICAT in a UTC JVM sends) is read by
+    :data:`_ISO_DATETIME`.
     """
     if isinstance(value, _dt.datetime):
         dt = value
@@ -55,8 +58,8 @@ def parse_datetime(value) -> _dt.datetime:
             dt = _dt.datetime.fromisoformat(text)
         except ValueError:
             dt = _iso_datetime(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+    if dt.tzinfo is None and naive is not None:
+        dt = dt.replace(tzinfo=naive)
     return dt.astimezone(UTC)
 
 

@@ -175,3 +175,47 @@ def test_embedded_client_without_server_is_root_equivalent(tmp_path, server, dat
         assert len(local.search("SELECT i FROM Investigation i")) == 2
     finally:
         local.close()
+
+
+def test_dates_without_offset_are_read_in_the_server_zone(tmp_path):
+    import zoneinfo
+
+    import icat
+    path = str(tmp_path / "tz.sqlite")
+    init_catalogue(path, "6.2")
+    srv = serve(lambda: EmbeddedClient(path), accounts=ACCOUNTS,
+                timezone=zoneinfo.ZoneInfo("Europe/Berlin"))
+    try:
+        client = icat.Client(srv.url + "?wsdl", checkCert=False)
+        client.login("simple", {"username": "root", "password": "secret"})
+        fac = client.new("Facility", name="F")
+        fac.create()
+        # python-icat sends the text as it is given: a date alone
+        cycle = client.new("FacilityCycle", name="c", facility=fac, startDate="2007-01-01",
+                           endDate="2007-07-01T00:00:00+00:00")
+        cycle.create()
+        got = client.search("SELECT c FROM FacilityCycle c")[0]
+        utc = dt.timezone.utc
+        assert got.startDate.astimezone(utc) == dt.datetime(2006, 12, 31, 23, 0, tzinfo=utc)
+        assert got.endDate.astimezone(utc) == dt.datetime(2007, 7, 1, 0, 0, tzinfo=utc)
+        client.logout()
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--account", "db/:pw"], "--account wants [AUTH/]NAME:PASSWORD"),
+    (["--account", "/x:pw"], "--account wants [AUTH/]NAME:PASSWORD"),
+    (["--root-user", "root"], "--root-user wants AUTH/NAME"),
+    (["--timezone", "Mars/Olympus"], "--timezone: unknown time zone 'Mars/Olympus'"),
+])
+def test_serve_options_refused_in_one_line(tmp_path, args, message):
+    import subprocess
+    import sys
+    path = str(tmp_path / "o.sqlite")
+    init_catalogue(path, "6.2")
+    r = subprocess.run([sys.executable, "-m", "icatdump.cli.data", "serve", path] + args,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -279,6 +279,10 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
               help="A user who may do everything, ICAT's rootUserNames (repeatable; "
                    "default simple/root and db/root); the catalogue's rules apply to "
                    "everyone else.")
+@click.option("--timezone", "tzname", default="local", show_default=True, metavar="ZONE",
+              help="The zone in which dates without offset sent by clients are read, as "
+                   "ICAT reads them in its server's zone: 'local' (this machine's), 'UTC' "
+                   "or a name such as Europe/Berlin.")
 @click.option("--certfile", type=click.Path(dir_okay=False, exists=True),
               help="Serve HTTPS with this certificate (PEM; may hold the key too).")
 @click.option("--keyfile", type=click.Path(dir_okay=False, exists=True),
@@ -304,8 +308,8 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
 @quiet_option
 @debug_option
 @handle_errors
-def serve(path, host, port, accounts, root_users, certfile, keyfile, data_dir, read_timeout,
-          max_connections, max_request_mib, max_pending_mib, backlog, quiet):
+def serve(path, host, port, accounts, root_users, tzname, certfile, keyfile, data_dir,
+          read_timeout, max_connections, max_request_mib, max_pending_mib, backlog, quiet):
     """Serve the embedded catalogue PATH as an ICAT SOAP service, with an
     ICAT Data Service (IDS) for the datafiles' content at /ids."""
     from ..soap.server import run_server
@@ -324,12 +328,21 @@ def serve(path, host, port, accounts, root_users, certfile, keyfile, data_dir, r
         if not auth or not user:
             raise UsageProblem("--root-user wants AUTH/NAME (as ICAT names users, "
                                "e.g. simple/root), got %r" % root)
+    timezone = None
+    if tzname != "local":
+        import zoneinfo
+        try:
+            timezone = zoneinfo.ZoneInfo(tzname)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise UsageProblem("--timezone: unknown time zone %r (use 'local', 'UTC' or "
+                               "a name such as Europe/Berlin)" % tzname) from None
     try:
         run_server(path, host, port, parsed or None, quiet, certfile, keyfile, data_dir,
                    Limits(read_timeout=read_timeout, max_connections=max_connections,
                           max_request=max_request_mib * MIB, max_pending=max_pending_mib * MIB,
                           backlog=backlog),
-                   root_users=frozenset(root_users) if root_users else ROOT_USERS)
+                   root_users=frozenset(root_users) if root_users else ROOT_USERS,
+                   timezone=timezone)
     except ssl.SSLError as exc:
         raise UsageProblem("cannot use the certificate %s: %s" % (certfile, exc)) from None
 

@@ -187,7 +187,7 @@ def xsi_type(elem) -> tuple[str | None, str | None]:
 
 def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                   lenient: bool = False, fill: bool = False, shared: dict | None = None,
-                  _path: str = "") -> Entity:
+                  _path: str = "", naive=UTC) -> Entity:
     """Build an :class:`Entity` from a bean element.
 
     The type comes from ``xsi:type`` when present, else from ``etype`` (the
@@ -201,7 +201,8 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
     one response), a related object reached by the same relation path is
     decoded once and shared, as the embedded catalogue shares it: the
     thousand datafiles of a page refer to one dataset, not a thousand
-    copies of it.
+    copies of it.  Dates without offset are read in ``naive`` (see
+    :func:`~icatdump.types.parse_datetime`; the local server's ``timezone``).
     """
     _, tname = xsi_type(elem)
     if tname is not None:
@@ -234,7 +235,10 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                 values[name] = None
                 continue
             try:
-                values[name] = field_rule(etype.name, f).convert(child.text)
+                if f.type == "Date" and naive is not UTC and child.text and child.text.strip():
+                    values[name] = parse_datetime(child.text, naive)
+                else:
+                    values[name] = field_rule(etype.name, f).convert(child.text)
             except ValueProblem as exc:
                 if not lenient:
                     raise DecodeError(str(exc)) from None
@@ -248,7 +252,7 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
             related = shared.get((path, ident)) if ident else None
             if related is None:
                 related = decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
-                                        shared, path)
+                                        shared, path, naive)
                 if ident:
                     shared[(path, ident)] = related
             values[name] = related
@@ -258,7 +262,7 @@ def decode_entity(elem, schema: Schema, etype=None, keep_meta: bool = False,
                 lst = values[name] = []
             if child.get(XSI_NIL) != "true":
                 lst.append(decode_entity(child, schema, schema[f.type], keep_meta, lenient, fill,
-                                         shared, _path + "." + name))
+                                         shared, _path + "." + name, naive))
     return entity
 
 

@@ -49,7 +49,7 @@ from ..errors import ClientFault, PrivilegesError
 from ..ids import server as ids_server
 from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
-from ..types import ValueProblem
+from ..types import UTC, ValueProblem
 from . import codec, wsdl
 from ..store.authz import ROOT_USERS
 from .limits import Limits
@@ -99,7 +99,8 @@ _BIG_REQUEST = 256 * 1024
 class IcatService:
     """ICAT's operations: decode the request, call the catalogue, encode the reply."""
 
-    def __init__(self, client, sessions: Sessions, apiversion: str | None = None):
+    def __init__(self, client, sessions: Sessions, apiversion: str | None = None,
+                 timezone=UTC):
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="icat-catalogue")
         self._owned = not isinstance(client, Client)
@@ -109,6 +110,8 @@ class IcatService:
             client = self._worker.submit(client).result()
         self.client = client
         self.schema = client.schema
+        #: The zone request dates without offset are read in (None: local).
+        self.timezone = timezone
         # ICAT's beans always carry their audit fields, and ICAT applies
         # its rules to everyone but the root users.
         if hasattr(client, "meta"):
@@ -229,7 +232,7 @@ class IcatService:
     def _beans(self, params, name) -> list:
         entities = []
         for el in params.get(name, ()):
-            entity = codec.decode_entity(el, self.schema, lenient=True)
+            entity = codec.decode_entity(el, self.schema, lenient=True, naive=self.timezone)
             _java_defaults(entity)
             entities.append(entity)
         return entities
@@ -815,7 +818,8 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
           accounts: dict | None = None, lifetime_minutes: float = 120.0,
           apiversion: str | None = None, log_requests: bool = False,
           certfile: str | None = None, keyfile: str | None = None,
-          data_dir=None, limits: Limits | None = None, root_users=ROOT_USERS) -> IcatServer:
+          data_dir=None, limits: Limits | None = None, root_users=ROOT_USERS,
+          timezone=UTC) -> IcatServer:
     """Start an ICAT SOAP server for ``client`` in a background thread.
 
     ``client`` is a :class:`Client`, or a callable that opens one; the
@@ -826,6 +830,9 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
     With ``data_dir``, an IDS answers under ``/ids`` beside it, keeping its
     files in that directory (see :mod:`icatdump.ids.server`).
     ``limits``: timeouts and ceilings (default: :class:`Limits`' defaults).
+    ``timezone`` (a tzinfo, None for the machine's) is the zone in which
+    dates without offset in request beans are read, as a Java ICAT reads
+    them in its own.
     """
     if accounts is None:
         accounts = {"root": "secret"}
@@ -834,7 +841,7 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(certfile, keyfile)
     sessions = Sessions(accounts, lifetime_minutes, root_users=root_users)
-    service = IcatService(client, sessions, apiversion)
+    service = IcatService(client, sessions, apiversion, timezone)
     try:
         server = IcatServer((host, port), service, log_requests, tls, limits)
     except BaseException:
@@ -857,7 +864,7 @@ def is_loopback(host: str) -> bool:
 def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | None = None,
                quiet: bool = False, certfile: str | None = None,
                keyfile: str | None = None, data_dir=None,
-               limits: Limits | None = None, root_users=ROOT_USERS) -> None:
+               limits: Limits | None = None, root_users=ROOT_USERS, timezone=None) -> None:
     """``icatdata serve``: serve the embedded catalogue at ``path`` until interrupted.
 
     The IDS keeps its files in ``data_dir``, by default ``<path>.data``.
@@ -870,7 +877,8 @@ def run_server(path, host: str = "127.0.0.1", port: int = 0, accounts: dict | No
 
     server = serve(lambda: EmbeddedClient(str(path)), host, port, accounts,
                    log_requests=not quiet, certfile=certfile, keyfile=keyfile,
-                   data_dir=data_dir or data_dir_of(path), limits=limits, root_users=root_users)
+                   data_dir=data_dir or data_dir_of(path), limits=limits, root_users=root_users,
+                   timezone=timezone)
     try:
         if not is_loopback(host):
             print("warning: serving on %s, reachable from other machines; this server "
