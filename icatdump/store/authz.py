@@ -25,6 +25,7 @@ kept, since any write may change it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -66,7 +67,7 @@ def to_jpql(what: str, schema) -> str:
     if text.upper().startswith("SELECT"):
         return text
     try:
-        from . import concise
+        concise = importlib.import_module(".concise", __package__)
     except ImportError:        # a store without the concise syntax
         if _NAME.fullmatch(text):
             return "SELECT o FROM %s o" % text

@@ -16,7 +16,7 @@ import urllib.parse
 
 from ..client import Client, NoSuchObjectError, ParameterError
 from ..entity import Entity
-from ..errors import CatalogueError
+from ..errors import CatalogueError, PrivilegesError
 from ..schema import VERSIONS, Schema
 from . import authz
 from .ddl import META_TABLE, NEW_FILE_PRAGMAS, PRAGMAS, meta_ddl, table_ddl
@@ -256,7 +256,7 @@ class EmbeddedClient(Client):
         if not result:
             gate = self._restricted()
             if gate is not None and authz.exists(self.conn, name, id):
-                raise authz.PrivilegesError("READ access to this %s is not allowed." % name)
+                raise PrivilegesError("READ access to this %s is not allowed." % name)
             raise NoSuchObjectError("%s[id:%d] not found." % (name, int(id)))
         return result[0]
 
@@ -298,7 +298,7 @@ class EmbeddedClient(Client):
                     for obj in _tree(ent):
                         try:
                             gate.check(self.user, "CREATE", obj.type.name, obj.id)
-                        except authz.PrivilegesError as exc:
+                        except PrivilegesError as exc:
                             exc.offset = offset
                             raise
         self._written(entities, True)
@@ -350,8 +350,8 @@ class EmbeddedClient(Client):
         allowed = False
         try:
             with self.writer.transaction():
-                self.writer.create_many([entity], self.user)
-                allowed = gate.allowed(self.user, "CREATE", name, entity.id)
+                (new_id,) = self.writer.create_many([entity], self.user)
+                allowed = gate.allowed(self.user, "CREATE", name, new_id)
                 raise _Undo
         except _Undo:
             pass

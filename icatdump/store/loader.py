@@ -15,6 +15,7 @@ path was itself included (ICAT-FACTS §2.6).
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from ..client import ParameterError, ValidationError
 from ..entity import Entity
@@ -131,7 +132,7 @@ class Loader:
         #: For a user who is not root: ``(origin entity, field, target entity,
         #: ids) -> readable ids or None (all)``; included objects are
         #: filtered by it (``authz.Gate``).
-        self.visible = None
+        self.visible: Callable[[str, str, str, list], set | None] | None = None
 
     @property
     def meta(self) -> bool:
