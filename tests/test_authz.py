@@ -219,3 +219,20 @@ def test_serve_options_refused_in_one_line(tmp_path, args, message):
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_create_checks_the_listed_objects_not_their_children(server, data):
+    """icat.server checks CREATE for the bean created, not for the children
+    created with it: a Keyword rule does not need an InvestigationParameter rule."""
+    root = data["root"]
+    pt = root.new("ParameterType", name="p", units="1", valueType="STRING",
+                  facility=data["fac"], applicableToInvestigation=True)
+    root.create(pt)
+    root.create(root.new("Rule", crudFlags="C", what="Investigation",
+                         grouping=root.search("SELECT g FROM Grouping g")[0]))
+    acord = login(server, "db", "acord", "pw-a")
+    inv = acord.new("Investigation", name="i3", title="three", visitId="1",
+                    facility=data["fac"], type=root.search("SELECT t FROM InvestigationType t")[0],
+                    parameters=[acord.new("InvestigationParameter", type=pt, stringValue="x")])
+    assert acord.create(inv) > 0
+    assert len(root.search("SELECT p FROM InvestigationParameter p")) == 1

@@ -290,17 +290,17 @@ class EmbeddedClient(Client):
         if gate is None:
             ids = self.writer.create_many(entities, self.user)
         else:
-            # As icat.server: created first, then CREATE checked for every
-            # object made (children too), all undone if one is not allowed.
+            # As icat.server: created first, then CREATE checked for each
+            # object of the list (not for the children created with it),
+            # all undone if one is not allowed.
             with self.writer.transaction():
                 ids = self.writer.create_many(entities, self.user)
-                for offset, ent in enumerate(entities):
-                    for obj in _tree(ent):
-                        try:
-                            gate.check(self.user, "CREATE", obj.type.name, obj.id)
-                        except PrivilegesError as exc:
-                            exc.offset = offset
-                            raise
+                for offset, (ent, new_id) in enumerate(zip(entities, ids)):
+                    try:
+                        gate.check(self.user, "CREATE", ent.type.name, new_id)
+                    except PrivilegesError as exc:
+                        exc.offset = offset
+                        raise
         self._written(entities, True)
         return ids
 
