@@ -148,9 +148,13 @@ class EmbeddedClient(Client):
         self.gate = authz.Gate(self.conn, self.schema, self.plans.plan, root_users)
 
     def _restricted(self) -> authz.Gate | None:
-        """The gate, when the current user is subject to it."""
+        """The gate, when the current user is subject to it.  No user is the
+        server's own reading (the IDS serving data prepared earlier, as
+        ids.server reads with its reader account), which rules do not limit."""
         gate = self.gate
-        return gate if gate is not None and not gate.is_root(self.user) else None
+        if gate is None or self.user is None or gate.is_root(self.user):
+            return None
+        return gate
 
     def close(self) -> None:
         if self.conn is not None:
