@@ -25,13 +25,11 @@ kept, since any write may change it.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import re
 
 from ..errors import IcatError, ParameterError, PrivilegesError
-from . import jpql
+from . import concise, jpql
 from .ddl import q
 
 log = logging.getLogger(__name__)
@@ -46,7 +44,6 @@ AUTH_ENTITIES = frozenset(("Rule", "Grouping", "UserGroup", "User", "PublicStep"
 #: Access types as ICAT names them, with the crudFlags letter of each.
 ACCESS = {"CREATE": "C", "READ": "R", "UPDATE": "U", "DELETE": "D"}
 
-_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
 class Rule:
@@ -66,12 +63,6 @@ def to_jpql(what: str, schema) -> str:
     text = what.strip()
     if text.upper().startswith("SELECT"):
         return text
-    try:
-        concise = importlib.import_module(".concise", __package__)
-    except ImportError:        # a store without the concise syntax
-        if _NAME.fullmatch(text):
-            return "SELECT o FROM %s o" % text
-        raise ParameterError("concise rule %r needs the concise query syntax" % text) from None
     return concise.search_text(text, schema)
 
 
