@@ -10,11 +10,12 @@ what python-icat's ``setup.py build_test`` and its CI do, for our server:
    ``build_test`` does;
 2. creates an empty embedded catalogue and starts ``icatdata serve`` on it
    (loopback, a free port) with the accounts the suite logs in as: root,
-   useroffice, idsreader, ingest (authenticator simple) and acord, ahau,
+   useroffice, idsreader, dataingest (authenticator simple) and acord, ahau,
    jbotu, jdoe, nbour, rbeck (authenticator db), all with password
    ``secret``;
 3. writes ``tests/data/icat.cfg`` pointing every section at that server
-   (no ``idsurl``: the IDS tests skip themselves);
+   and its IDS; the server reads dates in Europe/Berlin, the zone
+   python-icat's reference data were made in;
 4. runs pytest there with a JUnit XML report, stops the server and prints
    the outcome counts and every failed or erroring test with the first line
    of its message, most frequent message first -- the list to work from.
@@ -42,7 +43,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import examples  # noqa: E402
 
-SIMPLE_USERS = ("root", "useroffice", "idsreader", "ingest")
+SIMPLE_USERS = ("root", "useroffice", "idsreader", "dataingest")
+#: The config section a user's is named after, where it is not the user's
+#: name: python-icat's [ingest] logs in as the user its init-icat.py gives
+#: the ingest rules to.
+SECTION_OF = {"dataingest": "ingest"}
+#: python-icat's reference data were made by a server in this zone, which
+#: reads date-only values in it.
+SERVER_ZONE = "Europe/Berlin"
 DB_USERS = ("acord", "ahau", "jbotu", "jdoe", "nbour", "rbeck")
 PASSWORD = "secret"
 #: What python-icat's ``build_test`` copies into tests/data (from doc/examples,
@@ -80,7 +88,7 @@ def start_server(work: pathlib.Path):
     icatdata = pathlib.Path(sys.executable).with_name("icatdata")
     catalogue = work / "catalogue.sqlite"
     subprocess.run([str(icatdata), "init", str(catalogue)], check=True)
-    cmd = [str(icatdata), "serve", "-q", str(catalogue)]
+    cmd = [str(icatdata), "serve", "-q", str(catalogue), "--timezone", SERVER_ZONE]
     for user in SIMPLE_USERS + DB_USERS:
         cmd += ["--account", "%s:%s" % (user, PASSWORD)]
     with open(work / "serve.log", "wb") as log:
@@ -92,12 +100,18 @@ def start_server(work: pathlib.Path):
     return proc, url
 
 
+def ids_url(url: str) -> str:
+    """The local IDS beside the ICAT service of ``icatdata serve``."""
+    return url.rsplit("/ICATService/", 1)[0] + "/ids"
+
+
 def write_config(tree: pathlib.Path, url: str) -> None:
     sections = []
     for user in SIMPLE_USERS + DB_USERS:
         auth = "simple" if user in SIMPLE_USERS else "db"
-        sections.append("[%s]\nurl = %s?wsdl\nauth = %s\nusername = %s\npassword = %s\n"
-                        % (user, url, auth, user, PASSWORD))
+        sections.append("[%s]\nurl = %s?wsdl\nidsurl = %s\nauth = %s\nusername = %s\n"
+                        "password = %s\n" % (SECTION_OF.get(user, user), url, ids_url(url),
+                                              auth, user, PASSWORD))
     (tree / "tests" / "data" / "icat.cfg").write_text("\n".join(sections))
 
 
