@@ -170,7 +170,11 @@ class EmbeddedClient(Client):
 
     @meta.setter
     def meta(self, value: bool) -> None:
-        self.loader.meta = self.plans.meta = bool(value)
+        if bool(value) != self.loader.meta:
+            # Rows and their loaders differ with and without the columns.
+            self.loader.meta = self.plans.meta = bool(value)
+            self.loader.row_loaders.clear()
+            self.plans.templates.clear()
 
     @property
     def max_entities(self) -> int:

@@ -128,27 +128,18 @@ class Loader:
         self.schema = schema
         self.row_loaders: dict[str, RowLoader] = {}
         self.trees: dict[tuple, IncludeNode] = {}
-        self._meta = meta
+        #: Whether entities carry the audit fields (see :class:`RowLoader`);
+        #: changed through ``EmbeddedClient.meta``, which empties the caches.
+        self.meta = meta
         #: For a user who is not root: ``(origin entity, field, target entity,
         #: ids) -> readable ids or None (all)``; included objects are
         #: filtered by it (``authz.Gate``).
         self.visible: Callable[[str, str, str, list], set | None] | None = None
 
-    @property
-    def meta(self) -> bool:
-        """Whether entities carry the audit fields (see :class:`RowLoader`)."""
-        return self._meta
-
-    @meta.setter
-    def meta(self, value: bool) -> None:
-        if bool(value) != self._meta:
-            self._meta = bool(value)
-            self.row_loaders.clear()
-
     def row_loader(self, etype: EntityType) -> RowLoader:
         rl = self.row_loaders.get(etype.name)
         if rl is None:
-            rl = self.row_loaders[etype.name] = RowLoader(etype, self._meta)
+            rl = self.row_loaders[etype.name] = RowLoader(etype, self.meta)
         return rl
 
     def entities(self, etype: EntityType, rows, include, var, budget: Budget) -> list[Entity]:

@@ -131,18 +131,9 @@ class PlanCache:
     def __init__(self, schema, meta: bool = False):
         self.schema = schema
         self.templates: dict[str, _Template | None] = {}
-        self._meta = meta
-
-    @property
-    def meta(self) -> bool:
-        """Whether entity results end with the audit columns (``loader.RowLoader``)."""
-        return self._meta
-
-    @meta.setter
-    def meta(self, value: bool) -> None:
-        if bool(value) != self._meta:
-            self._meta = bool(value)
-            self.templates.clear()
+        #: Whether entity results end with the audit columns
+        #: (``loader.RowLoader``); changed through ``EmbeddedClient.meta``.
+        self.meta = meta
 
     def plan(self, text: str, user: str, authz=None):
         """The plan of ``text``; with ``authz`` (see ``sqlgen.Translator``)
@@ -150,7 +141,7 @@ class PlanCache:
         the rules of the moment."""
         text = concise.search_text(text, self.schema).strip(" ")
         if authz is not None:
-            return translate(self.schema, jpql.parse(text), user, self._meta, authz)
+            return translate(self.schema, jpql.parse(text), user, self.meta, authz)
         shape, literals = scan(text)
         template = self.templates.get(shape, False)
         if template:
@@ -158,7 +149,7 @@ class PlanCache:
                 return template.plan_for(literals)
             except (ValueError, TypeError, OverflowError):
                 pass            # translated below, for the translator's error
-        plan = translate(self.schema, jpql.parse(text), user, self._meta)
+        plan = translate(self.schema, jpql.parse(text), user, self.meta)
         if template is False:
             if len(self.templates) >= MAX_SHAPES:
                 self.templates.clear()
