@@ -78,8 +78,7 @@ def test_table_lists_exactly_python_icats_variables(script):
 
 def test_only_documented_differences():
     for row in doc_rows():
-        assert row["ours"].startswith(("same", "stricter:")) or row["name"] in (
-            "uploadDatafiles", "dataDir"), row
+        assert row["ours"].startswith(("same", "stricter:")), row
 
 
 # -- every row against our commands -------------------------------------------
