@@ -17,7 +17,8 @@ import time
 import pytest
 
 from icatdump.dump import Selection, dump, ids_of, plan
-from icatdump.dumpfile import open_dumpfile
+from icatdump import spill
+from icatdump.dumpfile import DumpFileWriter, open_dumpfile
 from icatdump.ingest import ingest
 from icatdump.snapshot import fingerprint
 from icatdump.store import EmbeddedClient, init_catalogue
@@ -91,6 +92,21 @@ def build(client, members=1200, datasets=3, files=400, collection=600):
     client.create(new("DataCollection", dataCollectionDatafiles=[
         new("DataCollectionDatafile", datafile=df) for df in dfs[:collection]]))
     return client
+
+
+def spilled_runs(monkeypatch, sort_run: int) -> list:
+    """Groups are sorted in runs of ``sort_run`` objects spilled to disk; the
+    list returned fills with the length of each run written."""
+    runs = []
+    original_add = spill.SpilledRuns.add
+
+    def counted_add(self, entries):
+        entries = list(entries)
+        runs.append(len(entries))
+        original_add(self, entries)
+    monkeypatch.setattr(spill.SpilledRuns, "add", counted_add)
+    monkeypatch.setattr(DumpFileWriter, "sort_run", sort_run)
+    return runs
 
 
 def test_small_max_entities_same_output(new_catalogue, tmp_path):
@@ -183,8 +199,6 @@ def test_big_group_sorted_in_runs_on_disk(new_catalogue, tmp_path, monkeypatch):
     spilled to disk and merged: the file is byte for byte the one sorted in
     memory (dates, floats and unicode values included)."""
     import datetime as dt
-    from icatdump import spill
-    from icatdump.dumpfile import DumpFileWriter
     client = build(new_catalogue(), members=3, datasets=2, files=500, collection=3)
     add_parameters(client)
     files = client.search("SELECT o FROM Datafile o INCLUDE 1")
@@ -197,15 +211,7 @@ def test_big_group_sorted_in_runs_on_disk(new_catalogue, tmp_path, monkeypatch):
         client.update(df)
     expected = {fmt: body(dump_bytes(client, tmp_path, fmt)) for fmt in ("XML", "YAML")}
     assert expected["XML"].count(b"<datafileCreateTime>2020-01-01T17:00:") == 120
-    runs = []
-    original_add = spill.SpilledRuns.add
-
-    def counted_add(self, entries):
-        entries = list(entries)
-        runs.append(len(entries))
-        original_add(self, entries)
-    monkeypatch.setattr(spill.SpilledRuns, "add", counted_add)
-    monkeypatch.setattr(DumpFileWriter, "sort_run", 37)
+    runs = spilled_runs(monkeypatch, 37)
     for fmt in ("XML", "YAML"):
         runs.clear()
         assert body(dump_bytes(client, tmp_path, fmt)) == expected[fmt]
@@ -442,9 +448,6 @@ def test_python_icat_style_writeobj_in_big_groups(new_catalogue, tmp_path, monke
     has no ``write_record``) gets every object of a group bigger than
     ``sort_run`` through that hook, in the order and with the values and
     keys it gets when the group is sorted in memory."""
-    from icatdump import spill
-    from icatdump.dumpfile import DumpFileWriter
-
     class KeyLineWriter(DumpFileWriter):
         """One line per object: key, attributes, related keys, children."""
 
@@ -484,15 +487,7 @@ def test_python_icat_style_writeobj_in_big_groups(new_catalogue, tmp_path, monke
     datafiles = [line for line in in_memory if line.startswith("Datafile_")]
     assert len(datafiles) == 600 and "parameters=['{" in datafiles[0]
     assert "dataset=Dataset_" in datafiles[0]
-    runs = []
-    original_add = spill.SpilledRuns.add
-
-    def counted_add(self, entries):
-        entries = list(entries)
-        runs.append(len(entries))
-        original_add(self, entries)
-    monkeypatch.setattr(spill.SpilledRuns, "add", counted_add)
-    monkeypatch.setattr(DumpFileWriter, "sort_run", 37)
+    runs = spilled_runs(monkeypatch, 37)
     assert dumped() == in_memory
     # Two datasets of 300 datafiles: 9 runs each, the last one short.
     assert runs == [37] * 8 + [4] + [37] * 8 + [4]
