@@ -133,6 +133,8 @@ class YAMLDumpFileReader(DumpFileReader):
                     loader = self._loader = _CheckedLoader(measured.restart(), measured)
                     continue
                 except yaml.YAMLError as exc:
+                    if measured.header_only():
+                        return
                     raise _yaml_error(exc) from None
                 except UnicodeDecodeError as exc:
                     raise DataFileError("not UTF-8 text: byte 0x%02x at offset %d of a read block"
@@ -395,6 +397,18 @@ class _MeasuredText:
     def event(self, line: int):
         self._since_event, self._event_line = 0, line
 
+    def header_only(self) -> bool:
+        """Whether the whole stream was directives, comments and blank
+        lines: the file python-icat (and this writer) makes of a catalogue
+        with nothing to dump, which YAML itself refuses (a ``%YAML``
+        directive must be followed by a document).  It holds no chunk."""
+        if self._checked or self._kept_from[0] != 0 or self._stream.read(1):
+            return False
+        return all(_HEADER_LINE.match(line) for line in "".join(self._kept).splitlines())
+
+
+#: A line of a header without documents: a directive, a comment or blank.
+_HEADER_LINE = re.compile(r"^[ \t]*(?:[%#].*)?$")
 
 #: A ``---`` or ``...`` line, with the line break before it.
 _DOCUMENT_MARKER = re.compile(r"\n(---|\.\.\.)(?=[ \t\r\n])")

@@ -119,3 +119,30 @@ def test_cli_contradicting_format_is_a_clear_error(tmp_path):
     assert r.returncode == 2
     assert b"looks like YAML" in r.stderr
     assert b"Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["XML", "YAML"])
+def test_empty_catalogue_dump_restores(tmp_path, fmt):
+    """An empty catalogue's dump is a header only (python-icat's YAML one is
+    a ``%YAML`` directive and comments, which YAML itself refuses as a
+    stream): it restores as nothing, and ``check`` calls it fine."""
+    src, dst, out = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / ("d." + fmt)
+    for db in (src, dst):
+        assert run_cli("icatdump.cli.data", "init", str(db)).returncode == 0
+    r = run_cli("icatdump.cli.dump", "-w", str(src), "-f", fmt, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("icatdump.cli.ingest", "-w", str(dst), "-i", str(out))
+    assert r.returncode == 0, r.stderr
+    assert b"0 chunks" in r.stderr
+    r = run_cli("icatdump.cli.data", "check", str(out))
+    assert r.returncode == 0 and b"0 objects, no problems" in r.stdout + r.stderr
+
+
+def test_yaml_header_then_text_is_still_an_error(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("%YAML 1.1\n# Service: x\nnot a chunk\n")
+    db = tmp_path / "c.sqlite"
+    run_cli("icatdump.cli.data", "init", str(db))
+    r = run_cli("icatdump.cli.ingest", "-w", str(db), "-i", str(path))
+    assert r.returncode == 1
+    assert b"d.yaml, chunk 1, line 3: YAML error" in r.stderr
