@@ -37,11 +37,9 @@ from .schema import MANY, ONE, Schema
 
 def format_problem(exc: DataFileError) -> str:
     """``file: chunk N, line L, KEY: problem`` -- one line, for listings."""
-    where = ", ".join(w for w in (
-        "chunk %d" % exc.chunk if exc.chunk else "", "line %d" % exc.line if exc.line else "",
-        exc.key or "") if w)
-    cause = " ".join(str(exc.cause).split())
-    return "%s: %s%s" % (exc.file or "<stream>", where + ": " if where else "", cause)
+    place = exc.place()
+    return "%s: %s%s" % (exc.file or "<stream>", place + ": " if place else "",
+                         exc.one_line_cause())
 
 
 class Dropped(Entity):

@@ -114,18 +114,20 @@ class DataFileError(IcatdumpError, ValueError):
         #: The ICAT error type when the catalogue refused an object of the file.
         self.icat_type: str | None = None
 
+    def place(self) -> str:
+        """Where in the file: ``chunk N, line L, KEY``, each part if known."""
+        return ", ".join(part for part in (
+            "chunk %d" % self.chunk if self.chunk else "",
+            "line %d" % self.line if self.line else "", self.key or "") if part)
+
+    def one_line_cause(self) -> str:
+        """The cause on one line (parsers' messages may span several)."""
+        return " ".join(str(self.cause).split())
+
     def __str__(self):
-        where = []
-        if self.file:
-            where.append(str(self.file))
-        if self.chunk:
-            where.append("chunk %d" % self.chunk)
-        if self.line:
-            where.append("line %d" % self.line)
-        if self.key:
-            where.append(self.key)
-        cause = " ".join(str(self.cause).split())      # parsers' messages may span lines
-        return "%s: %s" % (", ".join(where), cause) if where else cause
+        where = ", ".join(part for part in (str(self.file or ""), self.place()) if part)
+        cause = self.one_line_cause()
+        return "%s: %s" % (where, cause) if where else cause
 
 
 class DataConsistencyError(IcatdumpError, ValueError):
