@@ -11,22 +11,22 @@ The content comes from the embedded catalogue's own data directory
 A file is written under a temporary name and renamed when complete, and
 its size and CRC32 checksum are compared with what the catalogue records
 (a checksum only when it is a CRC32 as IDS writes it): a mismatch is an
-error.  A file already at its place with the recorded size is kept, so a
-dump run again does not fetch everything again.
+error.  A file already at its place with the recorded size and, when the
+catalogue records a CRC32, that checksum is kept (its content read once,
+a block at a time), so a dump run again fetches only what is missing or
+wrong; a file with nothing recorded to compare is fetched again.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from pathlib import Path
 
 from .errors import DataFileError
-from .ids.store import BadLocation, blocks_of, checksum_text, copy_counted, location_path
+from .ids.store import (BadLocation, blocks_of, checksum_text, copy_counted, counted,
+                        location_path, recorded_crc)
 from .query import literal
-
-_CRC32 = re.compile(r"^[0-9a-fA-F]{1,8}$")
 
 
 class DataSaver:
@@ -41,6 +41,8 @@ class DataSaver:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.source, self.client = source, client
         self.files = self.bytes = 0
+        #: Files found in place already, right by size and checksum.
+        self.kept = 0
         inner = writer.write_record
 
         def write_record(key, record):
@@ -64,22 +66,23 @@ class DataSaver:
         except BadLocation as exc:
             raise DataFileError("cannot save the file: %s" % exc, key=key) from None
         size = attrs.get("fileSize")
-        if target.is_file() and size is not None and target.stat().st_size == int(size):
+        crc = recorded_crc(attrs.get("checksum"))
+        if _in_place(target, None if size is None else int(size), crc):
+            self.kept += 1
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(".%s.%s.part" % (target.name, uuid.uuid4().hex[:8]))
         try:
             with open(tmp, "wb") as out:
-                got, crc = self._fetch(key, location, out)
+                got, got_crc = self._fetch(key, location, out)
                 out.flush()
                 os.fsync(out.fileno())
             problems = []
             if size is not None and got != int(size):
                 problems.append("%d bytes, the catalogue says fileSize %s" % (got, size))
-            recorded = attrs.get("checksum")
-            if recorded and _CRC32.match(recorded) and int(recorded, 16) != crc & 0xFFFFFFFF:
+            if crc is not None and crc != got_crc & 0xFFFFFFFF:
                 problems.append("checksum %s, the catalogue says %s"
-                                % (checksum_text(crc), recorded))
+                                % (checksum_text(got_crc), attrs["checksum"]))
             if problems:
                 raise DataFileError("the file at %s has %s" % (location, "; ".join(problems)),
                                     key=key)
@@ -106,3 +109,14 @@ class DataSaver:
                                 key=key)
         return self.source.get_data(ids[0], out)
 
+
+
+def _in_place(target: Path, size: int | None, crc: int | None) -> bool:
+    """Is ``target`` already the file the catalogue describes?  Its size
+    first (no read), then its CRC32 when one is recorded; with neither
+    recorded nothing says it is, and it is fetched again."""
+    if (size is None and crc is None) or not target.is_file():
+        return False
+    if size is not None and target.stat().st_size != size:
+        return False
+    return crc is None or counted(target)[1] & 0xFFFFFFFF == crc

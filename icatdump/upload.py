@@ -31,27 +31,33 @@ duplicate handling, :mod:`icatdump.ingest`).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from .client import Client, IcatError
 from .entity import Entity
 from .errors import DataFileError, ServerError
 from .ids.client import IdsClient, IdsServerError
-from .ids.store import BadLocation, checksum_text, location_path
+from .ids.local import LocalIds
+from .ids.store import BadLocation, checksum_text, data_dir_of, location_path, recorded_crc
 from .ingest import _same
+from .store import EmbeddedClient
 
 #: What IDS ``put`` carries besides name and dataset (python-icat's putData).
 PUT_FIELDS = ("description", "doi", "datafileCreateTime", "datafileModTime")
 #: What the upload itself decides: compared, never copied from the file.
 FROM_UPLOAD = ("location", "fileSize", "checksum")
-_CRC32 = re.compile(r"^[0-9a-fA-F]{1,8}$")
 
 
 class Uploader:
-    """Create Datafiles through ``ids`` with the files under ``datafile_dir``."""
+    """Create Datafiles through ``ids`` with the files under ``datafile_dir``.
 
-    def __init__(self, client: Client, ids: IdsClient, datafile_dir, where):
+    ``ids``: an :class:`IdsClient`, or for an embedded catalogue a
+    :class:`LocalIds` (the same calls over the catalogue's data directory).
+    Used as a context manager: at its end, the IDS side settles what a
+    failed run left (:meth:`LocalIds.close`).
+    """
+
+    def __init__(self, client: Client, ids: IdsClient | LocalIds, datafile_dir, where):
         self.client = client
         self.ids = ids
         self.dir = Path(datafile_dir)
@@ -60,6 +66,13 @@ class Uploader:
         # DIR/<name> -> the datafile that was uploaded from it in this run.
         self._by_name: dict[str, str] = {}
         self.bytes = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if isinstance(self.ids, LocalIds):
+            self.ids.close()
 
     @staticmethod
     def kept_fields(type_name: str) -> tuple:
@@ -122,6 +135,10 @@ class Uploader:
                                                         fmt.id, **optional)
             except IdsServerError as exc:
                 raise self._put_error(label, exc) from None
+            except IcatError as exc:     # the embedded catalogue's own refusal (LocalIds)
+                err = self._error(label, "%s: %s" % (exc.type, exc.message))
+                err.icat_type = exc.type
+                raise err from None
         self.bytes += size
         obj.id = df_id
         try:
@@ -156,9 +173,10 @@ class Uploader:
         if stored.values.get("checksum") not in (None, crc):
             problems.append("IDS catalogued checksum %s, the file's is %s"
                             % (stored.values.get("checksum"), crc))
-        recorded = obj.values.get("checksum")
-        if recorded and _CRC32.match(recorded) and int(recorded, 16) != int(crc, 16):
-            problems.append("%s has checksum %s, the file says %s" % (path, crc, recorded))
+        recorded = recorded_crc(obj.values.get("checksum"))
+        if recorded is not None and recorded != int(crc, 16):
+            problems.append("%s has checksum %s, the file says %s"
+                            % (path, crc, obj.values["checksum"]))
         if problems:
             self.ids.delete([df_id])
             obj.id = None
@@ -197,7 +215,10 @@ def _millis(value):
 
 def open_uploader(client, idsurl, datafile_dir, cfg, where) -> Uploader:
     """The uploader of ``icatingest``: the IDS at ``idsurl``, with the
-    session of ``client`` (which must be a server's)."""
+    session of ``client`` (a server's); for an embedded catalogue, its own
+    data directory, where ``icatdata serve`` on it keeps the files."""
+    if isinstance(client, EmbeddedClient):
+        return Uploader(client, LocalIds(client, data_dir_of(client.url)), datafile_dir, where)
     from .soap.client import ssl_context
     ids = IdsClient(idsurl, lambda: client.session_id, ssl_context(cfg))
     ids.version()

@@ -38,7 +38,8 @@ from .progress import Progress, RecordCounter, per_type_lines
 @click.option("--with-data", "data_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Also save each dumped Datafile's content as DIR/<location> (from the "
                    "embedded catalogue's data directory, or from the server's IDS: needs "
-                   "--idsurl), where icatingest --upload-datafiles --datafile-dir DIR finds it.")
+                   "--idsurl), where icatingest --upload-datafiles --datafile-dir DIR finds it.  "
+                   "A file in place with the recorded size and checksum is kept.")
 @quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="Add a line per entity type to the summary.")
 @list_formats_option
@@ -67,8 +68,9 @@ def main(outputfile, fmt, quiet, verbose, investigations, queries, chunk_size,
                 max_entities=max_entities, selection=selection)
     # Counted as icatingest counts what it creates: embedded objects too.
     embedded = sum(counted.embedded.values())
-    files = "" if saver is None else ", %d files (%d bytes) saved to %s" % (
-        saver.files, saver.bytes, data_dir)
+    files = "" if saver is None else ", %d files (%d bytes) saved to %s%s" % (
+        saver.files, saver.bytes, data_dir,
+        " (%d in place already)" % saver.kept if saver.kept else "")
     progress.done("icatdump: %d objects (%d top-level) from %s written to %s%s in %.1f s"
                   % (n + embedded, n, client.url, outputfile if outputfile != "-" else "stdout",
                      files, time.monotonic() - start),

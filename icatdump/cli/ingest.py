@@ -31,8 +31,9 @@ from .progress import Progress, per_type_lines
                    "IGNORE, CHECK or OVERWRITE; the last three make an interrupted ingest "
                    "safe to run again.  Config key: duplicate.")
 @click.option("--upload-datafiles/--no-upload-datafiles", default=None,
-              help="Create each new Datafile through IDS with its file's content (needs "
-                   "--idsurl and a server): DIR/<location> if that exists, else "
+              help="Create each new Datafile with its file's content: through the IDS "
+                   "at --idsurl for a server, into the data directory CATALOGUE.data for "
+                   "an embedded catalogue.  The file is DIR/<location> if that exists, else "
                    "DIR/<name>.  Config key: uploadDatafiles.")
 @click.option("--datafile-dir", type=click.Path(file_okay=False),
               help="Directory with the files to upload (default: the current one).  "
@@ -64,12 +65,13 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
         _check_upload(cfg)
     data = open_input(inputfile, fmt)
     progress = Progress(quiet, verbose=verbose)
-    with data, open_client(cfg) as client, _write_lock(client):
+    with data, open_client(cfg) as client, _write_lock(client), contextlib.ExitStack() as stack:
         with data.reader(client) as reader:
             uploader = None
             if upload:
-                uploader = open_uploader(client, cfg.idsurl, cfg.settings["dataDir"], cfg,
-                                         lambda: (reader.name, reader.chunk_number))
+                uploader = stack.enter_context(open_uploader(
+                    client, cfg.idsurl, cfg.settings["dataDir"], cfg,
+                    lambda: (reader.name, reader.chunk_number)))
             ingester = Ingester(client, reader, duplicate, batch_size=batch_size,
                                 commit_objects=commit_size, progress=lambda s: progress.update(
                                     "chunk %d, %d objects" % (s.chunks, s.objects),
@@ -82,7 +84,7 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
     if stats.updated:
         parts.append("%d updated" % sum(stats.updated.values()))
     if uploader is not None:
-        parts.append("%d bytes uploaded to %s" % (uploader.bytes, cfg.idsurl))
+        parts.append("%d bytes uploaded to %s" % (uploader.bytes, uploader.ids.url))
     progress.done("icatingest: %d chunks into %s, %s, in %.1f s"
                   % (stats.chunks, client.url, ", ".join(parts), stats.seconds),
                   per_type_lines(created=stats.created, already_present=stats.skipped,
@@ -90,16 +92,20 @@ def main(inputfile, fmt, duplicate, upload_datafiles, datafile_dir, batch_size, 
 
 
 def _check_upload(cfg):
-    """python-icat's conditions for an upload: an IDS URL; and ours: a
-    server (IDS creates the Datafiles in its own ICAT, not in a file here)."""
+    """python-icat's condition for an upload to a server: an IDS URL.  An
+    embedded catalogue keeps the files in its own data directory, so an IDS
+    URL there names another catalogue's IDS: refused, not ignored."""
     from ..config import is_remote
     origin = cfg.origins.get("uploadDatafiles")
-    if not cfg.idsurl:
-        raise UsageProblem("uploading datafiles (set by %s) needs the IDS URL: --idsurl, "
-                           "ICAT_DATA_SERVICE or idsurl in the config file" % origin)
-    if not (cfg.url and is_remote(cfg.url)):
-        raise UsageProblem("uploading datafiles (set by %s) needs an ICAT server (-w URL), "
-                           "the one the IDS at %s belongs to" % (origin, cfg.idsurl))
+    remote = bool(cfg.url and is_remote(cfg.url))
+    if remote and not cfg.idsurl:
+        raise UsageProblem("uploading datafiles (set by %s) to a server needs its IDS URL: "
+                           "--idsurl, ICAT_DATA_SERVICE or idsurl in the config file" % origin)
+    if not remote and cfg.idsurl:
+        raise UsageProblem("uploading datafiles (set by %s) into an embedded catalogue puts "
+                           "the files in its own data directory; the IDS at %s (set by %s) "
+                           "belongs to a server (-w URL)"
+                           % (origin, cfg.idsurl, cfg.origins.get("idsurl")))
 
 
 def _duplicate_setting(value) -> str:

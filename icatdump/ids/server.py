@@ -31,7 +31,8 @@ import uuid
 import zipfile
 
 from ..client import IcatError
-from .store import BLOCK, BadLocation, FileStore, checksum_text
+from .local import put_datafile
+from .store import BLOCK, BadLocation, FileStore
 
 log = logging.getLogger(__name__)
 
@@ -324,23 +325,13 @@ class IdsService:
         dataset = self._catalogue(user, client.get, "Dataset", dataset_id)
         self.authorize(user, "create", dataset)
         fmt = self._catalogue(user, client.get, "DatafileFormat", format_id)
-        location = self.store.new_location(dataset_id)
         try:
-            size, crc = self.store.put(location, req.body_blocks())
+            df_id, crc = put_datafile(
+                self.store, client, lambda df: self._catalogue(user, client.create, df),
+                self.store.new_location(dataset_id), req.body_blocks(), name, dataset, fmt,
+                params.get("description"), params.get("doi"), times)
         except BadLocation as exc:
             raise BadRequestException("Illegal filename or dataset: %s" % exc) from None
-        values = dict(name=name, dataset=dataset, datafileFormat=fmt, location=location,
-                      fileSize=size, checksum=checksum_text(crc),
-                      description=params.get("description"), doi=params.get("doi"))
-        for key, ms in times.items():
-            if ms is not None:
-                values[key] = datetime.datetime.fromtimestamp(ms / 1000.0, datetime.timezone.utc)
-        datafile = client.new("Datafile", **{k: v for k, v in values.items() if v is not None})
-        try:
-            df_id = self._catalogue(user, client.create, datafile)
-        except BaseException:
-            self.store.delete(location)
-            raise
         return 201, {"id": df_id, "checksum": crc & 0xFFFFFFFF}
 
     def op_getData(self, req, params):

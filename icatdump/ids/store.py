@@ -15,6 +15,7 @@ store is opened.  Size and checksum are computed while the bytes go by:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 import zlib
@@ -22,6 +23,7 @@ from pathlib import Path
 
 #: Bytes read or written at a time: memory per transfer is about this much.
 BLOCK = 64 * 1024
+_CRC32 = re.compile(r"^[0-9a-fA-F]{1,8}$")
 
 
 def blocks_of(stream):
@@ -38,6 +40,26 @@ def copy_counted(blocks, out) -> tuple[int, int]:
         size += len(block)
         crc = zlib.crc32(block, crc)
     return size, crc
+
+
+def counted(path) -> tuple[int, int]:
+    """The size and crc32 of the file at ``path``, read a block at a time."""
+    with open(path, "rb") as f:
+        return copy_counted(blocks_of(f), _Discard())
+
+
+class _Discard:
+    def write(self, block):
+        return len(block)
+
+
+def recorded_crc(checksum) -> int | None:
+    """A Datafile's ``checksum`` as a CRC32 value, if it is one as IDS
+    writes it (hex, at most 8 digits); None for anything else (another
+    algorithm's digest, or none): only a CRC32 can be compared."""
+    if checksum and _CRC32.match(checksum):
+        return int(checksum, 16)
+    return None
 
 
 def data_dir_of(catalogue) -> Path:
