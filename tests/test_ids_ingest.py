@@ -223,7 +223,8 @@ def test_usage_errors(served, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-w", str(cat),
                            "--idsurl", served[1], "-i", str(src), "--upload-datafiles"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "needs an ICAT server" in proc.stderr
+    # An embedded catalogue keeps its files itself: another's IDS is refused.
+    assert proc.returncode == 2 and "into an embedded catalogue" in proc.stderr
     # An IDS URL where no IDS answers: a connection problem, exit 3.
     proc = ingest((url, "http://127.0.0.1:9/ids", None), "-i", str(src), "--upload-datafiles",
                   "--datafile-dir", str(ddir))

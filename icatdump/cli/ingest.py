@@ -99,7 +99,7 @@ def _check_upload(cfg):
     origin = cfg.origins.get("uploadDatafiles")
     remote = bool(cfg.url and is_remote(cfg.url))
     if remote and not cfg.idsurl:
-        raise UsageProblem("uploading datafiles (set by %s) to a server needs its IDS URL: "
+        raise UsageProblem("uploading datafiles (set by %s) to a server needs the IDS URL: "
                            "--idsurl, ICAT_DATA_SERVICE or idsurl in the config file" % origin)
     if not remote and cfg.idsurl:
         raise UsageProblem("uploading datafiles (set by %s) into an embedded catalogue puts "

@@ -455,7 +455,15 @@ def _range_offset(header) -> int:
 
 
 def _disposition(name: str) -> str:
-    return 'attachment; filename="%s"' % name.replace('"', "")
+    """ids.server's ``attachment; filename="<name>"``.  A header is Latin-1:
+    a name beyond it gets ``?`` there and its exact form as RFC 6266's
+    ``filename*`` (UTF-8, percent-encoded)."""
+    name = name.replace('"', "")
+    plain = name.encode("latin-1", "replace").decode("latin-1")
+    if plain == name:
+        return 'attachment; filename="%s"' % name
+    return "attachment; filename=\"%s\"; filename*=UTF-8''%s" % (
+        plain, urllib.parse.quote(name, safe=""))
 
 
 def _zip_name(df) -> str:
