@@ -16,6 +16,11 @@ format, description, doi, dates).  Here, for the same call:
   millisecond, any others the schema has) are updated, and the embedded
   children (DatafileParameters, ...) are created.
 
+With an embedded catalogue the IDS is a :class:`~icatdump.ids.local.LocalIds`:
+the same calls, no HTTP, the files in the catalogue's data directory and the
+Datafiles created in the ingest's own transaction; every rule here applies
+unchanged.
+
 The location stays the one IDS chose: an IDS finds a Datafile's file by its
 location, so writing the dump's old one over it would cut the Datafile off
 from its content.
