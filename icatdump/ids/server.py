@@ -464,7 +464,17 @@ def _range_offset(header) -> int:
 
 
 def _disposition(name: str) -> str:
-    return 'attachment; filename="%s"' % name.replace('"', "")
+    """ids.server's Content-Disposition for a plain ASCII name.  Any other
+    name also goes as RFC 6266's ``filename*`` (UTF-8, percent-encoded),
+    with ``_`` for its other characters in ``filename``: a header is
+    Latin-1 on the wire (http.server refuses anything else), and a line
+    break in a name must not end the header."""
+    name = name.replace('"', "")
+    plain = "".join(c if " " <= c <= "~" else "_" for c in name)
+    header = 'attachment; filename="%s"' % plain
+    if plain != name:
+        header += "; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+    return header
 
 
 def _zip_name(df) -> str:
