@@ -15,6 +15,18 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+#: The header lines of a dump (XML and YAML) that name its date, server and writer.
+DUMP_HEADER = (b"<date>", b"<service>", b"<apiversion>", b"<generator>",
+               b"# Date:", b"# Service:", b"# ICAT-API:", b"# Generator:")
+
+
+def dump_body(data: bytes) -> bytes:
+    """A dump file without its header lines: what two dumps of the same
+    content share, whenever and from wherever they were written."""
+    return b"".join(line for line in data.splitlines(keepends=True)
+                    if not line.lstrip().startswith(DUMP_HEADER))
+
+
 def _load_examples_tool():
     spec = importlib.util.spec_from_file_location("examples", ROOT / "tools" / "examples.py")
     mod = importlib.util.module_from_spec(spec)

@@ -22,16 +22,9 @@ from icatdump.dumpfile import DumpFileWriter, open_dumpfile
 from icatdump.ingest import ingest
 from icatdump.snapshot import fingerprint
 from icatdump.store import EmbeddedClient, init_catalogue
-from conftest import python_icat_sdist
+from conftest import dump_body as body, python_icat_sdist
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HEADER = (b"<date>", b"<service>", b"<apiversion>", b"<generator>",
-          b"# Date:", b"# Service:", b"# ICAT-API:", b"# Generator:")
-
-
-def body(data: bytes) -> bytes:
-    return b"".join(line for line in data.splitlines(keepends=True)
-                    if not line.lstrip().startswith(HEADER))
 
 
 def xml_chunks(data: bytes) -> list[bytes]:

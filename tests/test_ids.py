@@ -121,6 +121,24 @@ def test_get_data_single_zip_range(client, data):
     assert zipfile.ZipFile(io.BytesIO(reply.read())).namelist() == ["ids/F/I/v/ds1/a.dat"]
 
 
+def test_names_beyond_ascii_in_replies(client, data):
+    """A name with spaces, non-ASCII letters or a line break: the file
+    itself comes back, with the name in RFC 6266's filename* and a
+    stand-in of its ASCII in filename (a header is Latin-1 on the wire)."""
+    content = b"\x00\xff" * 3000
+    odd = put(client, data, "run 1 \u00fc \u65e5\u672c.dat", content)
+    reply = client.ids.getData(DataSelection([odd]))
+    assert (reply.status, reply.read()) == (200, content)
+    assert reply.headers["Content-Disposition"] == (
+        "attachment; filename=\"run 1 _ __.dat\"; "
+        "filename*=UTF-8''run%201%20%C3%BC%20%E6%97%A5%E6%9C%AC.dat")
+    broken = put(client, data, "a\r\nX-Injected: 1", b"x")
+    reply = client.ids.getData(DataSelection([broken]))
+    assert reply.read() == b"x" and "X-Injected" not in reply.headers
+    zf = zipfile.ZipFile(io.BytesIO(client.ids.getData(DataSelection([data["ds1"]])).read()))
+    assert zf.read("ids/F/I/v/ds1/run 1 \u00fc \u65e5\u672c.dat") == content
+
+
 def test_prepare_size_status_ids(client, data):
     a = put(client, data, "a.dat", b"x" * 10)
     b = put(client, data, "b.dat", b"y" * 32, ds="ds2")

@@ -11,9 +11,7 @@ tell apart).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from icat.ids import DataSelection  # noqa: E402
 from icatdump.store import init_catalogue  # noqa: E402
 
 from conftest import python_icat_sdist  # noqa: E402
+from served import dump_cmd, ingest, ingest_cmd, logged_in, serving  # noqa: E402
 
 EXAMPLE = python_icat_sdist() / "doc" / "examples" / "icatdump-6.2.xml"
 DATAFILES = 11
@@ -65,35 +64,10 @@ def make_upload_set(tmp_path, with_locations=True, repeat=50):
     return out, ddir, files
 
 
-@contextlib.contextmanager
-def serving(path):
-    """``icatdata serve`` on a fresh catalogue: ``(ICAT URL, IDS URL, data dir)``."""
-    init_catalogue(str(path), "6.2")
-    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip()
-        assert url.endswith("/ICATService/ICAT"), proc.stderr.read()
-        yield url, url[:-len("/ICATService/ICAT")] + "/ids", pathlib.Path(str(path) + ".data")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-
-
 @pytest.fixture
 def served(tmp_path):
     with serving(tmp_path / "served.sqlite") as s:
         yield s
-
-
-def ingest_cmd(served, *args):
-    url, idsurl, _ = served
-    return [sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w", url, "--idsurl", idsurl,
-            "-a", "simple", "-u", "root", "-p", "secret", *args]
-
-
-def ingest(served, *args):
-    return subprocess.run(ingest_cmd(served, *args), capture_output=True, text=True, timeout=300)
 
 
 def stored(data_dir) -> set[str]:
@@ -103,11 +77,8 @@ def stored(data_dir) -> set[str]:
 
 @pytest.fixture
 def pyicat(served):
-    url, idsurl, _ = served
-    client = icat.Client(url + "?wsdl", idsurl=idsurl)
-    client.login("simple", {"username": "root", "password": "secret"})
-    yield client
-    client.logout()
+    with logged_in(served) as client:
+        yield client
 
 
 def datafiles(client):
@@ -268,12 +239,6 @@ def test_killed_during_uploads_then_ignore_ends_with_each_file_once(served, pyic
     assert sum(len(df.parameters) for df in found) == expected
 
 
-def dump_cmd(served, *args):
-    url, idsurl, _ = served
-    return [sys.executable, "-m", "icatdump.cli.dump", "-q", "-w", url, "--idsurl", idsurl,
-            "-a", "simple", "-u", "root", "-p", "secret", *args]
-
-
 def contents(client) -> dict:
     """(dataset, name) -> content of every Datafile, through the IDS."""
     return {(df.dataset.name, df.name): client.ids.getData(DataSelection([df])).read()
@@ -305,12 +270,8 @@ def test_dump_with_data_then_upload_elsewhere(served, pyicat, tmp_path):
     with serving(tmp_path / "other.sqlite") as other:
         proc = ingest(other, "-i", str(out), "--upload-datafiles", "--datafile-dir", str(saved))
         assert proc.returncode == 0, proc.stderr
-        client = icat.Client(other[0] + "?wsdl", idsurl=other[1])
-        client.login("simple", {"username": "root", "password": "secret"})
-        try:
+        with logged_in(other) as client:
             assert contents(client) == before
-        finally:
-            client.logout()
 
 
 def test_dump_with_data_refuses_a_damaged_file(served, pyicat, tmp_path):

@@ -22,23 +22,13 @@ icat = pytest.importorskip("icat")
 from icatdump.soap.server import serve  # noqa: E402
 from icatdump.store import EmbeddedClient, init_catalogue  # noqa: E402
 
-from conftest import python_icat_sdist  # noqa: E402
+from conftest import dump_body as body, python_icat_sdist  # noqa: E402
 
 # Fetched at import (collection) time, never skipped: on a clean clone, as in
 # CI, these tests are the interop acceptance and must run.
 SDIST = python_icat_sdist()
 SCRIPTS = SDIST / "src" / "scripts"
 EXAMPLES = SDIST / "doc" / "examples"
-
-HEADER = (b"<date>", b"<service>", b"<apiversion>", b"<generator>",
-          b"# Date:", b"# Service:", b"# ICAT-API:", b"# Generator:")
-
-
-def body(data: bytes) -> bytes:
-    """A data file without its four header lines."""
-    return b"".join(line for line in data.splitlines(keepends=True)
-                    if not line.lstrip().startswith(HEADER))
-
 
 def start(tmp_path, version):
     path = str(tmp_path / ("icat-%s.sqlite" % version))

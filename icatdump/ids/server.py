@@ -455,15 +455,17 @@ def _range_offset(header) -> int:
 
 
 def _disposition(name: str) -> str:
-    """ids.server's ``attachment; filename="<name>"``.  A header is Latin-1:
-    a name beyond it gets ``?`` there and its exact form as RFC 6266's
-    ``filename*`` (UTF-8, percent-encoded)."""
+    """ids.server's Content-Disposition for a plain ASCII name.  Any other
+    name also goes as RFC 6266's ``filename*`` (UTF-8, percent-encoded),
+    with ``_`` for its other characters in ``filename``: a header is
+    Latin-1 on the wire (http.server refuses anything else), and a line
+    break in a name must not end the header."""
     name = name.replace('"', "")
-    plain = name.encode("latin-1", "replace").decode("latin-1")
-    if plain == name:
-        return 'attachment; filename="%s"' % name
-    return "attachment; filename=\"%s\"; filename*=UTF-8''%s" % (
-        plain, urllib.parse.quote(name, safe=""))
+    plain = "".join(c if " " <= c <= "~" else "_" for c in name)
+    header = 'attachment; filename="%s"' % plain
+    if plain != name:
+        header += "; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+    return header
 
 
 def _zip_name(df) -> str:

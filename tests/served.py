@@ -1,0 +1,66 @@
+"""``icatdata serve`` and the icatdump commands as subprocesses against it,
+for the tests that move Datafiles and their files through the local IDS."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import signal
+import subprocess
+import sys
+
+from icatdump.store import init_catalogue
+
+#: The login of every command: the local server's built-in root account.
+LOGIN = ("-a", "simple", "-u", "root", "-p", "secret")
+
+
+@contextlib.contextmanager
+def serving(path):
+    """``icatdata serve`` on a fresh catalogue at ``path``:
+    ``(ICAT URL, IDS URL, data dir)``; stopped with Ctrl-C at the end."""
+    init_catalogue(str(path), "6.2")
+    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.endswith("/ICATService/ICAT"), proc.stderr.read()
+        yield url, url[:-len("/ICATService/ICAT")] + "/ids", pathlib.Path(str(path) + ".data")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def ingest_cmd(served, *args):
+    """``icatingest`` against the served ICAT and its IDS."""
+    url, idsurl, _ = served
+    return [sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w", url, "--idsurl", idsurl,
+            *LOGIN, *args]
+
+
+def dump_cmd(served, *args):
+    """``icatdump`` from the served ICAT and its IDS."""
+    url, idsurl, _ = served
+    return [sys.executable, "-m", "icatdump.cli.dump", "-q", "-w", url, "--idsurl", idsurl,
+            *LOGIN, *args]
+
+
+def ingest(served, *args):
+    return subprocess.run(ingest_cmd(served, *args), capture_output=True, text=True, timeout=300)
+
+
+def dump(served, *args):
+    return subprocess.run(dump_cmd(served, *args), capture_output=True, text=True, timeout=300)
+
+
+@contextlib.contextmanager
+def logged_in(served):
+    """python-icat's ``icat.Client`` on the served ICAT and IDS, logged in as root."""
+    import icat
+    url, idsurl, _ = served
+    client = icat.Client(url + "?wsdl", idsurl=idsurl)
+    client.login("simple", {"username": "root", "password": "secret"})
+    try:
+        yield client
+    finally:
+        client.logout()
