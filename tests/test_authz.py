@@ -236,3 +236,111 @@ def test_create_checks_the_listed_objects_not_their_children(server, data):
                     parameters=[acord.new("InvestigationParameter", type=pt, stringValue="x")])
     assert acord.create(inv) > 0
     assert len(root.search("SELECT p FROM InvestigationParameter p")) == 1
+
+
+# -- a non-root user with restricted READ rules over the contract's data ---------------
+
+#: The reader's rules (grouping "readers"): entity → the JPQL of its READ rule.
+READER_RULES = {
+    "Investigation": "SELECT i FROM Investigation i JOIN i.investigationUsers iu "
+                     "JOIN iu.user u WHERE u.name = :user",
+    "Dataset": "SELECT ds FROM Dataset ds WHERE ds.complete = TRUE",
+    "Datafile": "SELECT df FROM Datafile df JOIN df.dataset ds WHERE ds.complete = FALSE",
+    "Keyword": "SELECT k FROM Keyword k WHERE k.name = 'Foo'",
+}
+READER = "db/o'neil"
+
+
+@pytest.fixture(scope="module", params=["embedded", "soap"])
+def restricted(request, tmp_path_factory):
+    """``(root, reader, expected)``: the contract's catalogue, the rules of
+    :data:`READER_RULES` given to ``db/o'neil``, and for each ruled entity
+    the ids root's own search of the rule's query finds."""
+    from contract import populate
+    path = str(tmp_path_factory.mktemp("restricted") / "icat.sqlite")
+    init_catalogue(path, "6.2")
+    closing = []
+    if request.param == "embedded":
+        root = EmbeddedClient(path)
+        root.authorize()
+        reader = EmbeddedClient(path)
+        reader.authorize()
+        closing += [root, reader]
+    else:
+        srv = serve(lambda: EmbeddedClient(path), accounts={"root": "secret", READER: "pw"})
+        root = login(srv, "simple", "root", "secret")
+        closing.append(root)
+    objs = populate(root)
+    new = root.new
+    readers = new("Grouping", name="readers", userGroups=[new("UserGroup", user=objs["u2"])])
+    root.create(readers)
+    root.create_many([new("Rule", crudFlags="R", what=what, grouping=readers)
+                      for what in READER_RULES.values()])
+    if request.param == "embedded":
+        reader.login("db", {"username": "o'neil"})
+    else:
+        reader = login(srv, "db", "o'neil", "pw")
+        closing.append(reader)
+    literal = "'%s'" % READER.replace("'", "''")
+    expected = {}
+    for bean, what in READER_RULES.items():
+        var = what.split()[1]
+        ids = root.search(what.replace("SELECT %s " % var, "SELECT %s.id " % var, 1)
+                          .replace(":user", literal))
+        expected[bean] = set(ids)
+    yield root, reader, expected
+    for c in closing:
+        c.close()
+    if request.param == "soap":
+        srv.shutdown()
+
+
+def ids_of(objs) -> set:
+    """Ids of a list of objects; None (an empty list, which SOAP does not
+    send) is no objects."""
+    return {o.id for o in objs or ()}
+
+
+def test_restricted_reader_searches_and_counts_the_rule_selected_subset(restricted):
+    root, reader, expected = restricted
+    for bean, ids in expected.items():
+        everything = ids_of(root.search("SELECT o FROM %s o" % bean))
+        assert ids and ids < everything, bean       # the rules select a proper subset
+        assert ids_of(reader.search("SELECT o FROM %s o" % bean)) == ids, bean
+        assert reader.search("SELECT COUNT(o) FROM %s o" % bean) == [len(ids)], bean
+        assert set(reader.search("SELECT o.id FROM %s o" % bean)) == ids, bean
+    # no rule: nothing; a public table (populate's unrestricted Facility rule): everything
+    assert reader.search("SELECT s FROM Sample s") == []
+    assert reader.search("SELECT COUNT(s) FROM Sample s") == [0]
+    assert reader.search("SELECT f.name FROM Facility f") == ["ESNF"]
+    # a JOIN variable is held to its own rules: no readable Datafile is in a readable Dataset
+    pairs = root.search("SELECT df.id, ds.id FROM Datafile df JOIN df.dataset ds")
+    both = [p for p in pairs if p[0] in expected["Datafile"] and p[1] in expected["Dataset"]]
+    assert reader.search("SELECT COUNT(df) FROM Datafile df JOIN df.dataset ds") == [len(both)]
+
+
+def test_restricted_reader_gets_only_the_rule_selected_objects(restricted):
+    root, reader, expected = restricted
+    for bean, ids in expected.items():
+        for obj_id in ids_of(root.search("SELECT o FROM %s o" % bean)):
+            if obj_id in ids:
+                assert reader.get(bean, obj_id).id == obj_id
+            else:
+                with pytest.raises(PrivilegesError,
+                                   match="READ access to this %s is not allowed" % bean):
+                    reader.get(bean, obj_id)
+
+
+def test_restricted_reader_includes_only_the_rule_selected_objects(restricted):
+    root, reader, expected = restricted
+    invs = reader.search("SELECT i FROM Investigation i "
+                         "INCLUDE i.datasets AS ds, ds.datafiles, i.keywords")
+    assert ids_of(invs) == expected["Investigation"]
+    for inv in invs:
+        full = root.get("Investigation i INCLUDE i.datasets AS ds, ds.datafiles, i.keywords",
+                        inv.id)
+        assert ids_of(inv.get("keywords")) == ids_of(full.keywords) & expected["Keyword"]
+        assert ids_of(inv.get("datasets")) == ids_of(full.datasets) & expected["Dataset"]
+        files = {ds.id: ids_of(ds.datafiles) for ds in full.datasets}
+        for ds in inv.get("datasets") or ():
+            assert ids_of(ds.get("datafiles")) == files[ds.id] & expected["Datafile"]
