@@ -245,7 +245,8 @@ READER_RULES = {
     "Investigation": "SELECT i FROM Investigation i JOIN i.investigationUsers iu "
                      "JOIN iu.user u WHERE u.name = :user",
     "Dataset": "SELECT ds FROM Dataset ds WHERE ds.complete = TRUE",
-    "Datafile": "SELECT df FROM Datafile df JOIN df.dataset ds WHERE ds.complete = FALSE",
+    # the bean of a rule may be a JOIN variable
+    "Datafile": "SELECT df FROM Dataset ds JOIN ds.datafiles df WHERE ds.complete = FALSE",
     "Keyword": "SELECT k FROM Keyword k WHERE k.name = 'Foo'",
 }
 READER = "db/o'neil"
@@ -344,3 +345,115 @@ def test_restricted_reader_includes_only_the_rule_selected_objects(restricted):
         files = {ds.id: ids_of(ds.datafiles) for ds in full.datasets}
         for ds in inv.get("datasets") or ():
             assert ids_of(ds.get("datafiles")) == files[ds.id] & expected["Datafile"]
+
+
+# -- Rules are checked when created or updated, as icat.server's Rule.fixup does -------
+
+BAD_RULES = [
+    ("RX", "Dataset", "CRUD value RX contains false"),
+    (" cx", "Dataset", "CRUD value CX contains true"),     # the flag C, not the letter
+    ("R", "SELECT COUNT(ds) FROM Dataset ds",
+     "Expected token from types [NAME] at token COUNT in SELECT < COUNT > ( ds "),
+    ("R", "SELECT ds, ds.name FROM Dataset ds",
+     "Expected token from types [FROM] at token , in SELECT ds < , > ds.name FROM "),
+    ("R", "SELECT x FROM Dataset ds",
+     "idVar 'X' referenced in the SELECT clause is not defined in the FROM clause."),
+    ("U", "SELECT ds.nope FROM Dataset ds",
+     "class org.icatproject.core.entity.Dataset does not have attribute nope"),
+    ("RU", "SELECT ds.name FROM Dataset ds",
+     "Attribute selection in rules is only allowed for Update"),
+    ("R", "SELECT ds FROM Dataset ds WHERE ds.name = 'a' ORDER BY ds.name",
+     "No more input expected at token ORDER in = 'a' < ORDER > BY ds.name "),
+    ("R", "SELECT ds FROM Nonsense ds", None),
+    ("R", "Dataset [name = ", None),
+]
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    path = str(tmp_path / "rules.sqlite")
+    init_catalogue(path, "6.2")
+    c = EmbeddedClient(path)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("flags, what, message", BAD_RULES)
+def test_bad_rules_are_refused_and_nothing_is_created(embedded, flags, what, message):
+    from icatdump.client import ParameterError
+    good = embedded.new("Rule", crudFlags="R", what="Facility")
+    bad = embedded.new("Rule", crudFlags=flags, what=what)
+    with pytest.raises(ParameterError) as e:
+        embedded.create_many([good, bad])
+    assert e.value.offset == 1
+    if message is not None:
+        assert e.value.message == message
+    assert embedded.search("SELECT COUNT(r) FROM Rule r") == [0]
+
+
+def test_rule_updates_are_checked_too(embedded):
+    from icatdump.client import ParameterError
+    rule = embedded.new("Rule", crudFlags="U", what="SELECT ds.name FROM Dataset ds")
+    embedded.create(rule)
+    rule.values["crudFlags"] = "UD"
+    with pytest.raises(ParameterError, match="only allowed for Update"):
+        embedded.update(rule)
+    assert embedded.search("SELECT r.crudFlags FROM Rule r") == ["U"]
+
+
+def test_good_rules_of_every_form_are_accepted(embedded):
+    f = embedded.new("Facility", name="F")
+    g = embedded.new("Grouping", name="g")
+    embedded.create_many([f, g])
+    whats = ["Dataset", "Dataset [complete = TRUE]",
+             "SELECT ds FROM Dataset ds WHERE ds.name = :user",
+             "SELECT p FROM Dataset ds JOIN ds.parameters p WHERE ds.complete = TRUE",
+             "SELECT ds.name FROM Dataset ds", "SELECT ds.investigation FROM Dataset ds"]
+    embedded.create_many([embedded.new("Rule", crudFlags="U", what=w, grouping=g)
+                          for w in whats])
+    assert embedded.search("SELECT COUNT(r) FROM Rule r") == [len(whats)]
+
+
+def test_bad_rule_through_python_icat_is_icats_bad_parameter(server, data):
+    import icat
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("simple", {"username": "root", "password": "secret"})
+    with pytest.raises(icat.exception.ICATParameterError,
+                       match="Attribute selection in rules is only allowed for Update"):
+        client.new("Rule", crudFlags="R", what="SELECT f.name FROM Facility f").create()
+    client.logout()
+
+
+# -- Attribute rules and public tables -----------------------------------------------
+
+def test_attribute_rules_do_not_grant_a_soap_update(server, data):
+    """icat.server's update (SOAP) asks Rule.UpdateQuery, which wants
+    ``attribute IS NULL``; attribute rules count only in its REST write."""
+    import icat
+    root = data["root"]
+    readers = root.search("SELECT g FROM Grouping g")[0]
+    root.create(root.new("Rule", crudFlags="U", grouping=readers,
+                         what="SELECT i.title FROM Investigation i"))
+    acord = login(server, "db", "acord", "pw-a")
+    inv = root.get("Investigation", data["inv1"].id, "INCLUDE 1")    # every relation set
+    inv.values["title"] = "changed"
+    with pytest.raises(PrivilegesError, match="UPDATE access to this Investigation"):
+        acord.update(inv)
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("db", {"username": "acord", "password": "pw-a"})
+    assert client.isAccessAllowed(client.get("Investigation", data["inv1"].id), "UPDATE") is False
+    client.logout()
+    # ... while a whole-object rule does
+    root.create(root.new("Rule", crudFlags="U", grouping=readers, what="Investigation"))
+    acord.update(inv)
+    assert root.get("Investigation", data["inv1"].id).values["title"] == "changed"
+
+
+def test_any_unrestricted_rule_without_grouping_makes_a_public_table(server, data):
+    """icat.server's Rule.PublicQuery: no WHERE and no grouping, whatever
+    the flags -- a create-only rule lets everyone read the table."""
+    nbour = login(server, "db", "nbour", "pw-n")
+    assert nbour.search("SELECT t FROM InvestigationType t") == []
+    data["root"].create(data["root"].new("Rule", crudFlags="C", what="InvestigationType"))
+    assert [t.values["name"] for t in nbour.search("SELECT t FROM InvestigationType t")] \
+        == ["exp"]
