@@ -457,3 +457,27 @@ def test_any_unrestricted_rule_without_grouping_makes_a_public_table(server, dat
     data["root"].create(data["root"].new("Rule", crudFlags="C", what="InvestigationType"))
     assert [t.values["name"] for t in nbour.search("SELECT t FROM InvestigationType t")] \
         == ["exp"]
+
+
+def test_moving_an_object_to_another_parent_needs_delete_and_create(server, data):
+    """icat.server's update: a changed relation of the unique key is an
+    identity change, which wants DELETE before and CREATE after as well."""
+    root = data["root"]
+    readers = root.search("SELECT g FROM Grouping g")[0]
+    kw = root.new("Keyword", name="k", investigation=data["inv1"])
+    root.create(kw)
+    mine = ("SELECT k FROM Keyword k JOIN k.investigation i JOIN i.investigationGroups ig "
+            "JOIN ig.grouping g JOIN g.userGroups ug JOIN ug.user u WHERE u.name = :user")
+    root.create(root.new("Rule", crudFlags="U", what="Keyword", grouping=readers))
+    acord = login(server, "db", "acord", "pw-a")
+    kw.values["name"] = "renamed"                   # same parent: UPDATE is enough
+    acord.update(kw)
+    kw.values["investigation"] = data["inv2"]
+    with pytest.raises(PrivilegesError, match="DELETE access to this Keyword is not allowed"):
+        acord.update(kw)
+    root.create(root.new("Rule", crudFlags="D", what=mine, grouping=readers))
+    # DELETE of the keyword of inv1 granted; CREATE only of keywords of inv1
+    with pytest.raises(PrivilegesError, match="CREATE access to this Keyword is not allowed"):
+        acord.update(kw)
+    stored = root.get("Keyword k INCLUDE k.investigation", kw.id)
+    assert (stored.values["name"], stored.investigation.id) == ("renamed", data["inv1"].id)

@@ -14,9 +14,13 @@ answers the questions ICAT's gatekeeper answers (ICAT-FACTS §2.2, icat.server
   which of create, read, update and delete it grants.  A rule whose query has
   no WHERE grants its operations on every object of its bean; otherwise on
   the objects the query selects (``:user`` is the user's name).
-* A bean with an unrestricted read rule of no grouping is a *public table*;
-  an included relation is shown unfiltered when its target is a public table
-  or the step (origin entity, field) is a ``PublicStep``.
+* A bean with a rule of no grouping and no WHERE (any flags) is a *public
+  table*; an included relation is shown unfiltered when its target is a
+  public table or the step (origin entity, field) is a ``PublicStep``.
+* A Rule is checked when it is written (:func:`parse_rule`, called by the
+  store's writer), with the faults of icat.server's ``Rule.fixup`` and
+  ``RuleWhat``.  An attribute rule (``SELECT ds.name FROM Dataset ds``,
+  update only) grants nothing a SOAP call asks for.
 
 Rule lists are kept per user and dropped on every write to the entities they
 come from (:data:`AUTH_ENTITIES`); what a restricted rule selects is never
@@ -325,3 +329,17 @@ class Gate:
 
 def exists(conn, bean: str, id: int) -> bool:
     return conn.execute("SELECT 1 FROM %s WHERE id = ?" % q(bean), (int(id),)).fetchone() is not None
+
+
+def identity_changed(conn, etype, entity) -> bool:
+    """Whether an update moves ``entity`` to another parent: a relation of
+    its unique key names another object than the stored one.  icat.server
+    (``EntityBeanManager.checkIdentityChange``) then wants DELETE of the old
+    object and CREATE of the changed one besides UPDATE."""
+    fields = [f for f in etype.constraint if f in etype.ones]
+    new = [entity.values.get(f) for f in fields]
+    if not any(getattr(v, "id", None) is not None for v in new):
+        return False
+    row = conn.execute("SELECT %s FROM %s WHERE id = ?" % (", ".join(q(f) for f in fields),
+                                                         q(etype.name)), (int(entity.id),)).fetchone()
+    return any(v is not None and v.id is not None and v.id != old for v, old in zip(new, row))
