@@ -140,6 +140,20 @@ def populate(client) -> dict:
     return o
 
 
+def grant_everything(root, name: str) -> None:
+    """As ``root``, give the user ``name`` (``AUTH/NAME``) CREATE, READ,
+    UPDATE and DELETE on every entity, by rules of a grouping of its own
+    (catalogue data, as a real ICAT's rules are): a non-root user with these
+    rules must keep the whole contract."""
+    new = root.new
+    user = new("User", name=name)
+    root.create(user)
+    grouping = new("Grouping", name="everything", userGroups=[new("UserGroup", user=user)])
+    root.create(grouping)
+    root.create_many([new("Rule", crudFlags="CRUD", what=et.name, grouping=grouping)
+                      for et in root.schema])
+
+
 class ClientContract:
     """Behaviour every Client must show.  Needs a ``client_factory`` fixture."""
 

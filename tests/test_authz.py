@@ -236,3 +236,248 @@ def test_create_checks_the_listed_objects_not_their_children(server, data):
                     parameters=[acord.new("InvestigationParameter", type=pt, stringValue="x")])
     assert acord.create(inv) > 0
     assert len(root.search("SELECT p FROM InvestigationParameter p")) == 1
+
+
+# -- a non-root user with restricted READ rules over the contract's data ---------------
+
+#: The reader's rules (grouping "readers"): entity → the JPQL of its READ rule.
+READER_RULES = {
+    "Investigation": "SELECT i FROM Investigation i JOIN i.investigationUsers iu "
+                     "JOIN iu.user u WHERE u.name = :user",
+    "Dataset": "SELECT ds FROM Dataset ds WHERE ds.complete = TRUE",
+    # the bean of a rule may be a JOIN variable
+    "Datafile": "SELECT df FROM Dataset ds JOIN ds.datafiles df WHERE ds.complete = FALSE",
+    "Keyword": "SELECT k FROM Keyword k WHERE k.name = 'Foo'",
+}
+READER = "db/o'neil"
+
+
+@pytest.fixture(scope="module", params=["embedded", "soap"])
+def restricted(request, tmp_path_factory):
+    """``(root, reader, expected)``: the contract's catalogue, the rules of
+    :data:`READER_RULES` given to ``db/o'neil``, and for each ruled entity
+    the ids root's own search of the rule's query finds."""
+    from contract import populate
+    path = str(tmp_path_factory.mktemp("restricted") / "icat.sqlite")
+    init_catalogue(path, "6.2")
+    closing = []
+    if request.param == "embedded":
+        root = EmbeddedClient(path)
+        root.authorize()
+        reader = EmbeddedClient(path)
+        reader.authorize()
+        closing += [root, reader]
+    else:
+        srv = serve(lambda: EmbeddedClient(path), accounts={"root": "secret", READER: "pw"})
+        root = login(srv, "simple", "root", "secret")
+        closing.append(root)
+    objs = populate(root)
+    new = root.new
+    readers = new("Grouping", name="readers", userGroups=[new("UserGroup", user=objs["u2"])])
+    root.create(readers)
+    root.create_many([new("Rule", crudFlags="R", what=what, grouping=readers)
+                      for what in READER_RULES.values()])
+    if request.param == "embedded":
+        reader.login("db", {"username": "o'neil"})
+    else:
+        reader = login(srv, "db", "o'neil", "pw")
+        closing.append(reader)
+    literal = "'%s'" % READER.replace("'", "''")
+    expected = {}
+    for bean, what in READER_RULES.items():
+        var = what.split()[1]
+        ids = root.search(what.replace("SELECT %s " % var, "SELECT %s.id " % var, 1)
+                          .replace(":user", literal))
+        expected[bean] = set(ids)
+    yield root, reader, expected
+    for c in closing:
+        c.close()
+    if request.param == "soap":
+        srv.shutdown()
+
+
+def ids_of(objs) -> set:
+    """Ids of a list of objects; None (an empty list, which SOAP does not
+    send) is no objects."""
+    return {o.id for o in objs or ()}
+
+
+def test_restricted_reader_searches_and_counts_the_rule_selected_subset(restricted):
+    root, reader, expected = restricted
+    for bean, ids in expected.items():
+        everything = ids_of(root.search("SELECT o FROM %s o" % bean))
+        assert ids and ids < everything, bean       # the rules select a proper subset
+        assert ids_of(reader.search("SELECT o FROM %s o" % bean)) == ids, bean
+        assert reader.search("SELECT COUNT(o) FROM %s o" % bean) == [len(ids)], bean
+        assert set(reader.search("SELECT o.id FROM %s o" % bean)) == ids, bean
+    # no rule: nothing; a public table (populate's unrestricted Facility rule): everything
+    assert reader.search("SELECT s FROM Sample s") == []
+    assert reader.search("SELECT COUNT(s) FROM Sample s") == [0]
+    assert reader.search("SELECT f.name FROM Facility f") == ["ESNF"]
+    # a JOIN variable is held to its own rules: no readable Datafile is in a readable Dataset
+    pairs = root.search("SELECT df.id, ds.id FROM Datafile df JOIN df.dataset ds")
+    both = [p for p in pairs if p[0] in expected["Datafile"] and p[1] in expected["Dataset"]]
+    assert reader.search("SELECT COUNT(df) FROM Datafile df JOIN df.dataset ds") == [len(both)]
+
+
+def test_restricted_reader_gets_only_the_rule_selected_objects(restricted):
+    root, reader, expected = restricted
+    for bean, ids in expected.items():
+        for obj_id in ids_of(root.search("SELECT o FROM %s o" % bean)):
+            if obj_id in ids:
+                assert reader.get(bean, obj_id).id == obj_id
+            else:
+                with pytest.raises(PrivilegesError,
+                                   match="READ access to this %s is not allowed" % bean):
+                    reader.get(bean, obj_id)
+
+
+def test_restricted_reader_includes_only_the_rule_selected_objects(restricted):
+    root, reader, expected = restricted
+    invs = reader.search("SELECT i FROM Investigation i "
+                         "INCLUDE i.datasets AS ds, ds.datafiles, i.keywords")
+    assert ids_of(invs) == expected["Investigation"]
+    for inv in invs:
+        full = root.get("Investigation i INCLUDE i.datasets AS ds, ds.datafiles, i.keywords",
+                        inv.id)
+        assert ids_of(inv.get("keywords")) == ids_of(full.keywords) & expected["Keyword"]
+        assert ids_of(inv.get("datasets")) == ids_of(full.datasets) & expected["Dataset"]
+        files = {ds.id: ids_of(ds.datafiles) for ds in full.datasets}
+        for ds in inv.get("datasets") or ():
+            assert ids_of(ds.get("datafiles")) == files[ds.id] & expected["Datafile"]
+
+
+# -- Rules are checked when created or updated, as icat.server's Rule.fixup does -------
+
+BAD_RULES = [
+    ("RX", "Dataset", "CRUD value RX contains false"),
+    (" cx", "Dataset", "CRUD value CX contains true"),     # the flag C, not the letter
+    ("R", "SELECT COUNT(ds) FROM Dataset ds",
+     "Expected token from types [NAME] at token COUNT in SELECT < COUNT > ( ds "),
+    ("R", "SELECT ds, ds.name FROM Dataset ds",
+     "Expected token from types [FROM] at token , in SELECT ds < , > ds.name FROM "),
+    ("R", "SELECT x FROM Dataset ds",
+     "idVar 'X' referenced in the SELECT clause is not defined in the FROM clause."),
+    ("U", "SELECT ds.nope FROM Dataset ds",
+     "class org.icatproject.core.entity.Dataset does not have attribute nope"),
+    ("RU", "SELECT ds.name FROM Dataset ds",
+     "Attribute selection in rules is only allowed for Update"),
+    ("R", "SELECT ds FROM Dataset ds WHERE ds.name = 'a' ORDER BY ds.name",
+     "No more input expected at token ORDER in = 'a' < ORDER > BY ds.name "),
+    ("R", "SELECT ds FROM Nonsense ds", None),
+    ("R", "Dataset [name = ", None),
+]
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    path = str(tmp_path / "rules.sqlite")
+    init_catalogue(path, "6.2")
+    c = EmbeddedClient(path)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("flags, what, message", BAD_RULES)
+def test_bad_rules_are_refused_and_nothing_is_created(embedded, flags, what, message):
+    from icatdump.client import ParameterError
+    good = embedded.new("Rule", crudFlags="R", what="Facility")
+    bad = embedded.new("Rule", crudFlags=flags, what=what)
+    with pytest.raises(ParameterError) as e:
+        embedded.create_many([good, bad])
+    assert e.value.offset == 1
+    if message is not None:
+        assert e.value.message == message
+    assert embedded.search("SELECT COUNT(r) FROM Rule r") == [0]
+
+
+def test_rule_updates_are_checked_too(embedded):
+    from icatdump.client import ParameterError
+    rule = embedded.new("Rule", crudFlags="U", what="SELECT ds.name FROM Dataset ds")
+    embedded.create(rule)
+    rule.values["crudFlags"] = "UD"
+    with pytest.raises(ParameterError, match="only allowed for Update"):
+        embedded.update(rule)
+    assert embedded.search("SELECT r.crudFlags FROM Rule r") == ["U"]
+
+
+def test_good_rules_of_every_form_are_accepted(embedded):
+    f = embedded.new("Facility", name="F")
+    g = embedded.new("Grouping", name="g")
+    embedded.create_many([f, g])
+    whats = ["Dataset", "Dataset [complete = TRUE]",
+             "SELECT ds FROM Dataset ds WHERE ds.name = :user",
+             "SELECT p FROM Dataset ds JOIN ds.parameters p WHERE ds.complete = TRUE",
+             "SELECT ds.name FROM Dataset ds", "SELECT ds.investigation FROM Dataset ds"]
+    embedded.create_many([embedded.new("Rule", crudFlags="U", what=w, grouping=g)
+                          for w in whats])
+    assert embedded.search("SELECT COUNT(r) FROM Rule r") == [len(whats)]
+
+
+def test_bad_rule_through_python_icat_is_icats_bad_parameter(server, data):
+    import icat
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("simple", {"username": "root", "password": "secret"})
+    with pytest.raises(icat.exception.ICATParameterError,
+                       match="Attribute selection in rules is only allowed for Update"):
+        client.new("Rule", crudFlags="R", what="SELECT f.name FROM Facility f").create()
+    client.logout()
+
+
+# -- Attribute rules and public tables -----------------------------------------------
+
+def test_attribute_rules_do_not_grant_a_soap_update(server, data):
+    """icat.server's update (SOAP) asks Rule.UpdateQuery, which wants
+    ``attribute IS NULL``; attribute rules count only in its REST write."""
+    import icat
+    root = data["root"]
+    readers = root.search("SELECT g FROM Grouping g")[0]
+    root.create(root.new("Rule", crudFlags="U", grouping=readers,
+                         what="SELECT i.title FROM Investigation i"))
+    acord = login(server, "db", "acord", "pw-a")
+    inv = root.get("Investigation", data["inv1"].id, "INCLUDE 1")    # every relation set
+    inv.values["title"] = "changed"
+    with pytest.raises(PrivilegesError, match="UPDATE access to this Investigation"):
+        acord.update(inv)
+    client = icat.Client(server.url + "?wsdl", checkCert=False)
+    client.login("db", {"username": "acord", "password": "pw-a"})
+    assert client.isAccessAllowed(client.get("Investigation", data["inv1"].id), "UPDATE") is False
+    client.logout()
+    # ... while a whole-object rule does
+    root.create(root.new("Rule", crudFlags="U", grouping=readers, what="Investigation"))
+    acord.update(inv)
+    assert root.get("Investigation", data["inv1"].id).values["title"] == "changed"
+
+
+def test_any_unrestricted_rule_without_grouping_makes_a_public_table(server, data):
+    """icat.server's Rule.PublicQuery: no WHERE and no grouping, whatever
+    the flags -- a create-only rule lets everyone read the table."""
+    nbour = login(server, "db", "nbour", "pw-n")
+    assert nbour.search("SELECT t FROM InvestigationType t") == []
+    data["root"].create(data["root"].new("Rule", crudFlags="C", what="InvestigationType"))
+    assert [t.values["name"] for t in nbour.search("SELECT t FROM InvestigationType t")] \
+        == ["exp"]
+
+
+def test_moving_an_object_to_another_parent_needs_delete_and_create(server, data):
+    """icat.server's update: a changed relation of the unique key is an
+    identity change, which wants DELETE before and CREATE after as well."""
+    root = data["root"]
+    readers = root.search("SELECT g FROM Grouping g")[0]
+    kw = root.new("Keyword", name="k", investigation=data["inv1"])
+    root.create(kw)
+    mine = ("SELECT k FROM Keyword k JOIN k.investigation i JOIN i.investigationGroups ig "
+            "JOIN ig.grouping g JOIN g.userGroups ug JOIN ug.user u WHERE u.name = :user")
+    root.create(root.new("Rule", crudFlags="U", what="Keyword", grouping=readers))
+    acord = login(server, "db", "acord", "pw-a")
+    kw.values["name"] = "renamed"                   # same parent: UPDATE is enough
+    acord.update(kw)
+    kw.values["investigation"] = data["inv2"]
+    with pytest.raises(PrivilegesError, match="DELETE access to this Keyword is not allowed"):
+        acord.update(kw)
+    root.create(root.new("Rule", crudFlags="D", what=mine, grouping=readers))
+    # DELETE of the keyword of inv1 granted; CREATE only of keywords of inv1
+    with pytest.raises(PrivilegesError, match="CREATE access to this Keyword is not allowed"):
+        acord.update(kw)
+    stored = root.get("Keyword k INCLUDE k.investigation", kw.id)
+    assert (stored.values["name"], stored.investigation.id) == ("renamed", data["inv1"].id)

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from lxml import etree
 
-from contract import ClientContract, populate
+from contract import ClientContract, grant_everything, populate
 from icatdump.client import (ObjectExistsError, ParameterError, SessionError,
                              ValidationError)
 from icatdump.schema import Schema
@@ -51,24 +51,33 @@ def client(server):
     c.close()
 
 
-@pytest.fixture
-def client_factory(tmp_path):
+@pytest.fixture(params=["root", "user"])
+def client_factory(request, tmp_path):
+    """Clients of new servers: logged in as root, or as a non-root user to
+    whom root has granted everything by rules."""
     made = []
 
     def make(version="6.2"):
-        srv = start(tmp_path, version, "c%d" % len(made))
+        srv = start(tmp_path, version, "c%d" % len(made),
+                    accounts={"root": "secret", "db/writer": "pw-w"})
         c = SoapClient(srv.url)
         c.login("simple", CRED)
         made.append((srv, c))
+        if request.param == "user":
+            grant_everything(c, "db/writer")
+            c = SoapClient(srv.url)
+            c.login("db", {"username": "writer", "password": "pw-w"})
+            made.append((srv, c))
         return c
     yield make
     for srv, c in made:
         c.close()
+    for srv in {id(srv): srv for srv, c in made}.values():
         srv.shutdown()
 
 
 class TestSoapContract(ClientContract):
-    """The contract every Client keeps, through SOAP."""
+    """The contract every Client keeps, through SOAP, as root and as a user."""
 
 
 def post(url, body: bytes) -> tuple[int, bytes]:

@@ -1,8 +1,10 @@
-"""The Client contract, run against the embedded SQLite catalogue."""
+"""The Client contract, run against the embedded SQLite catalogue: without
+authorization (a client used without a server), with it as a root user, and
+as a non-root user whose rules grant everything."""
 
 import pytest
 
-from contract import ClientContract, populate
+from contract import ClientContract, grant_everything, populate
 from icatdump.store import CatalogueError, EmbeddedClient, init_catalogue
 
 
@@ -21,7 +23,26 @@ def client_factory(tmp_path):
 
 
 class TestEmbeddedContract(ClientContract):
-    pass
+
+    @pytest.fixture(params=["no-gate", "root", "user"])
+    def client_factory(self, request, tmp_path):
+        clients = []
+
+        def make(version="6.2"):
+            path = tmp_path / ("icat-%s-%d.sqlite" % (version, len(clients)))
+            init_catalogue(str(path), version)
+            c = EmbeddedClient(str(path))
+            clients.append(c)
+            if request.param != "no-gate":
+                c.authorize()
+            if request.param == "user":
+                grant_everything(c, "db/writer")
+                c.login("db", {"username": "writer"})
+                assert not c.gate.is_root(c.user)
+            return c
+        yield make
+        for c in clients:
+            c.close()
 
 
 def test_init_refuses_non_empty_file(tmp_path):

@@ -14,9 +14,13 @@ answers the questions ICAT's gatekeeper answers (ICAT-FACTS §2.2, icat.server
   which of create, read, update and delete it grants.  A rule whose query has
   no WHERE grants its operations on every object of its bean; otherwise on
   the objects the query selects (``:user`` is the user's name).
-* A bean with an unrestricted read rule of no grouping is a *public table*;
-  an included relation is shown unfiltered when its target is a public table
-  or the step (origin entity, field) is a ``PublicStep``.
+* A bean with a rule of no grouping and no WHERE (any flags) is a *public
+  table*; an included relation is shown unfiltered when its target is a
+  public table or the step (origin entity, field) is a ``PublicStep``.
+* A Rule is checked when it is written (:func:`parse_rule`, called by the
+  store's writer), with the faults of icat.server's ``Rule.fixup`` and
+  ``RuleWhat``.  An attribute rule (``SELECT ds.name FROM Dataset ds``,
+  update only) grants nothing a SOAP call asks for.
 
 Rule lists are kept per user and dropped on every write to the entities they
 come from (:data:`AUTH_ENTITIES`); what a restricted rule selects is never
@@ -46,15 +50,36 @@ ACCESS = {"CREATE": "C", "READ": "R", "UPDATE": "U", "DELETE": "D"}
 
 
 
+#: Fields every bean has besides its schema fields (icat.server's
+#: ``EntityBaseBean``): an attribute rule may name them too.
+BASE_FIELDS = frozenset(("id", "createId", "createTime", "modId", "modTime"))
+
+
 class Rule:
-    """One rule as it applies: its bean, flags and, if restricted, its JPQL."""
+    """One rule as it applies: its bean, flags, attribute and, if it does not
+    select every object of its bean, its JPQL.
 
-    __slots__ = ("bean", "flags", "query")
+    ``restricted`` is icat.server's: the rule has a WHERE clause.  A rule
+    with none and no grouping makes its bean a public table, whatever its
+    flags (``Rule.PublicQuery``).
+    """
 
-    def __init__(self, bean: str, flags: str, query: str | None):
+    __slots__ = ("bean", "flags", "query", "attribute", "restricted")
+
+    def __init__(self, bean: str, flags: str, query: str | None,
+                 attribute: str | None = None, restricted: bool | None = None):
         self.bean = bean
         self.flags = flags
         self.query = query      # None: every object of the bean
+        self.attribute = attribute
+        self.restricted = query is not None if restricted is None else restricted
+
+    def grants(self, flag: str) -> bool:
+        """Whether the rule grants ``flag`` on whole objects: an attribute
+        rule grants no operation a SOAP call asks for (icat.server's
+        ``Rule.UpdateQuery`` wants ``attribute IS NULL``; only its REST
+        ``write`` checks attributes one by one)."""
+        return flag in self.flags and self.attribute is None
 
 
 def to_jpql(what: str, schema) -> str:
@@ -66,16 +91,113 @@ def to_jpql(what: str, schema) -> str:
     return concise.search_text(text, schema)
 
 
-def parse_rule(what: str, flags: str, schema) -> Rule:
-    """A :class:`Rule` from a Rule object's ``what`` and ``crudFlags``."""
+def check_flags(flags: str) -> str:
+    """``crudFlags`` as icat.server's ``Rule.fixup`` reads them: upper-cased,
+    trimmed, letters of CRUD only.  Its message names the flag field ``c``
+    (whether a C came before the bad letter), not the letter, and so does
+    this one."""
+    flags = flags.upper().strip()
+    seen_c = False
+    for ch in flags:
+        if ch not in "CRUD":
+            raise ParameterError("CRUD value %s contains %s"
+                                 % (flags, "true" if seen_c else "false"))
+        seen_c = seen_c or ch == "C"
+    return flags
+
+
+def parse_rule(what: str | None, flags: str | None, schema) -> Rule:
+    """A :class:`Rule` from a Rule object's ``what`` and ``crudFlags``, or
+    the BAD_PARAMETER fault icat.server's ``Rule.fixup`` and ``RuleWhat``
+    raise: the flags are checked first, then ``what`` is parsed; it selects
+    one FROM or JOIN variable (the rule's bean), or one attribute of it for
+    an update-only rule, and has at most a WHERE clause after its FROM."""
+    flags = check_flags(flags or "")
+    if what is None:
+        raise ParameterError("'what' must not be null")
     text = to_jpql(what, schema)
     query = jpql.parse(text)
-    items = query.items
-    if (len(items) != 1 or not isinstance(items[0], jpql.Path) or items[0].parts != (query.var,)
-            or query.entity not in schema):
-        raise ParameterError("rule %r does not select the entity of its FROM clause" % what)
+    tokens = jpql.tokenize(text.strip(" "))
+    item = query.items[0]
+    if query.distinct or not isinstance(item, jpql.Path):
+        raise ParameterError(_unexpected(tokens, 1, "Expected token from types [NAME]"))
+    if len(query.items) > 1:
+        raise ParameterError(_unexpected(tokens, 2, "Expected token from types [FROM]"))
+    var = item.parts[0]
+    beans = _variables(query, schema)
+    bean = beans.get(var.upper())
+    if bean is None:
+        raise ParameterError("idVar '%s' referenced in the SELECT clause is not defined in "
+                             "the FROM clause." % var.upper())
+    attribute = ".".join(item.parts[1:]) or None
+    if attribute is not None:
+        if attribute not in schema[bean].fields and attribute not in BASE_FIELDS:
+            raise ParameterError("class org.icatproject.core.entity.%s does not have "
+                                 "attribute %s" % (bean, attribute))
+        if set(flags) & set("CRD"):
+            raise ParameterError("Attribute selection in rules is only allowed for Update")
+    if query.group_by or query.having is not None or query.order or \
+            query.include is not None or query.limit is not None:
+        raise ParameterError(_unexpected(tokens, _first_clause_after_where(tokens),
+                                         "No more input expected"))
     restricted = query.where is not None
-    return Rule(query.entity, (flags or "").upper().strip(), text if restricted else None)
+    selects_all = not restricted and not query.joins
+    return Rule(bean, flags, None if selects_all else text, attribute, restricted)
+
+
+def _variables(query, schema) -> dict:
+    """The entity of each FROM and JOIN variable, by upper-cased name (as
+    icat.server's FromClause keys them)."""
+    if query.entity not in schema:
+        raise ParameterError("%s is not an ICAT entity" % query.entity)
+    beans = {query.var.upper(): query.entity}
+    for join in query.joins:
+        parts = join.path.parts
+        here = beans.get(parts[0].upper())
+        if here is None:
+            raise ParameterError("idVar '%s' referenced in the FROM clause is not defined."
+                                 % parts[0].upper())
+        for name in parts[1:]:
+            field = schema[here].fields.get(name)
+            if field is None or field.kind == "ATTRIBUTE":
+                raise ParameterError("%s has no relationship field %s" % (here, name))
+            here = field.type
+        beans[join.alias.upper()] = here
+    return beans
+
+
+def _first_clause_after_where(tokens) -> int:
+    """The token where a rule's FROM and WHERE clauses end: GROUP, HAVING,
+    ORDER, INCLUDE or LIMIT (a sub-select sits in parentheses, where none of
+    these may stand)."""
+    depth = 0
+    for i, t in enumerate(tokens):
+        if t.kind == "PUNCT" and t.value in "()":
+            depth += 1 if t.value == "(" else -1
+        elif depth == 0 and t.kind == "KW" and t.value in (
+                "GROUP", "HAVING", "ORDER", "INCLUDE", "LIMIT"):
+            return i
+    return len(tokens) - 1
+
+
+def _text(token) -> str:
+    if token.kind == "STR":
+        return "'%s'" % token.value.replace("'", "''")
+    if token.kind == "PARAM":
+        return ":" + token.value
+    if token.kind == "TS":
+        return "{ts %s}" % token.value
+    return token.value
+
+
+def _unexpected(tokens, i: int, what: str) -> str:
+    """icat.server's ParserException text: the token at ``i`` with two
+    tokens of context either side."""
+    tokens = [t for t in tokens if t.kind != "END"]
+    at = _text(tokens[i]) if i < len(tokens) else ""
+    before = "".join(_text(t) + " " for t in tokens[max(0, i - 2):i])
+    after = "".join(_text(t) + " " for t in tokens[i + 1:i + 3])
+    return "%s at token %s in %s< %s > %s" % (what, at, before, at, after)
 
 
 class Gate:
@@ -121,7 +243,11 @@ class Gate:
         return rules
 
     def public(self) -> tuple[frozenset, frozenset]:
-        """``(public tables, public steps)``; steps are ``(origin, field)``."""
+        """``(public tables, public steps)``; steps are ``(origin, field)``.
+
+        A public table is the bean of a rule without grouping and without
+        WHERE, whatever its flags: icat.server's ``Rule.PublicQuery`` asks
+        for nothing else."""
         if self._public is None:
             tables = set()
             sql = 'SELECT "what", "crudFlags" FROM "Rule" WHERE "grouping" IS NULL'
@@ -130,7 +256,7 @@ class Gate:
                     rule = parse_rule(what, flags, self.schema)
                 except (IcatError, ValueError):
                     continue
-                if rule.query is None and "R" in rule.flags:
+                if not rule.restricted:
                     tables.add(rule.bean)
             steps = frozenset(self.conn.execute('SELECT "origin", "field" FROM "PublicStep"'))
             self._public = (frozenset(tables), steps)
@@ -147,7 +273,7 @@ class Gate:
             return None
         parts, params = [], []
         for rule in self.rules(user):
-            if rule.bean != bean or flag not in rule.flags:
+            if rule.bean != bean or not rule.grants(flag):
                 continue
             if rule.query is None:
                 return None
@@ -203,3 +329,17 @@ class Gate:
 
 def exists(conn, bean: str, id: int) -> bool:
     return conn.execute("SELECT 1 FROM %s WHERE id = ?" % q(bean), (int(id),)).fetchone() is not None
+
+
+def identity_changed(conn, etype, entity) -> bool:
+    """Whether an update moves ``entity`` to another parent: a relation of
+    its unique key names another object than the stored one.  icat.server
+    (``EntityBeanManager.checkIdentityChange``) then wants DELETE of the old
+    object and CREATE of the changed one besides UPDATE."""
+    fields = [f for f in etype.constraint if f in etype.ones]
+    new = [entity.values.get(f) for f in fields]
+    if not any(getattr(v, "id", None) is not None for v in new):
+        return False
+    row = conn.execute("SELECT %s FROM %s WHERE id = ?" % (", ".join(q(f) for f in fields),
+                                                         q(etype.name)), (int(entity.id),)).fetchone()
+    return any(v is not None and v.id is not None and v.id != old for v, old in zip(new, row))

@@ -322,10 +322,20 @@ class EmbeddedClient(Client):
 
     def update(self, entity: Entity) -> None:
         gate = self._restricted()
-        if gate is not None and entity.id is not None and \
-                authz.exists(self.conn, entity.type.name, entity.id):
-            gate.check(self.user, "UPDATE", entity.type.name, entity.id)
-        self.writer.update(entity, self.user)
+        name = entity.type.name
+        if gate is None or entity.id is None or not authz.exists(self.conn, name, entity.id):
+            self.writer.update(entity, self.user)
+        else:
+            # As icat.server: UPDATE; moving the object to another parent
+            # also DELETE before and CREATE after the change.
+            gate.check(self.user, "UPDATE", name, entity.id)
+            moved = authz.identity_changed(self.conn, entity.type, entity)
+            if moved:
+                gate.check(self.user, "DELETE", name, entity.id)
+            with self.writer.transaction():
+                self.writer.update(entity, self.user)
+                if moved:
+                    gate.check(self.user, "CREATE", name, entity.id)
         self._written([entity], False)
 
     def delete_many(self, entities) -> None:

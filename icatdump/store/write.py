@@ -25,6 +25,7 @@ import contextlib
 import json
 import sqlite3
 from collections import defaultdict
+from typing import Callable
 
 from ..client import IcatError, NoSuchObjectError, ObjectExistsError, ParameterError, \
     ValidationError
@@ -32,6 +33,7 @@ from ..entity import Entity
 from ..rules import rules_of
 from ..schema import META_ATTRS, EntityType, Schema
 from ..types import ValueProblem
+from . import authz
 from .ddl import META_TABLE, q
 from .values import date_from_sql, now_sql, writer
 
@@ -84,6 +86,8 @@ class RowBuilder:
         pos = {c: i for i, c in enumerate(cols)}
         self.constraint = [(c, pos[c], etype.fields[c]) for c in etype.constraint]
         self.param = PARAMETER_PARENTS.get(name)
+        #: A check of the whole object after its fields (``Writer.object_checks``).
+        self.check: Callable[[Entity], None] | None = None
         self.type_pos = pos.get("type")
         # For quick_row: the data columns as a template (defaults filled in),
         # where each field goes, and the columns that must not stay empty.
@@ -246,7 +250,18 @@ class Writer:
             if name not in self.schema:
                 raise ParameterError("%s is not an ICAT entity" % name)
             b = self.builders[name] = RowBuilder(self.schema[name])
+            b.check = self.object_checks().get(name)
         return b
+
+    def object_checks(self) -> dict:
+        """The checks icat.server makes of one object of a type beyond its
+        fields, after them (its ``preparePersist``/``postMergeFixup``)."""
+        return {"Rule": self.check_rule}
+
+    def check_rule(self, ent: Entity) -> None:
+        """A Rule's ``crudFlags`` and ``what`` as icat.server's
+        ``Rule.fixup`` checks them (BAD_PARAMETER, nothing written)."""
+        authz.parse_rule(ent.values.get("what"), ent.values.get("crudFlags"), self.schema)
 
     # -- transactions ---------------------------------------------------------
     # Each write call is one transaction -- or, inside :meth:`transaction`
@@ -420,6 +435,8 @@ class Writer:
         refs = defaultdict(set)
         for ent, b, pfield, pid, offset, nid in nodes:
             rows[b].append(b.quick_row(ent, nid, stamp, user, pfield, pid, assigned, refs))
+            if b.check is not None:
+                b.check(ent)
         for b, brows in rows.items():
             self.conn.executemany(b.insert, brows)
         self.check_refs(refs)
@@ -438,6 +455,8 @@ class Writer:
                 while i < n and nodes[i][4] == offset:
                     ent, b, pfield, pid, _, nid = nodes[i]
                     row = b.row(ent, nid, stamp, user, pfield, pid, assigned, refs)
+                    if b.check is not None:
+                        b.check(ent)
                     try:
                         self.conn.execute(b.insert, row)
                     except sqlite3.IntegrityError:
@@ -486,6 +505,8 @@ class Writer:
                 raise NoSuchObjectError("%s[id:%d] not found." % (b.name, ent.id))
             refs: defaultdict[str, set] = defaultdict(set)
             row = b.row(ent, ent.id, now_sql(), user, None, None, {}, refs)
+            if b.check is not None:
+                b.check(ent)
             try:
                 self.conn.execute(b.update, row[3:5] + row[5:] + [ent.id])
             except sqlite3.IntegrityError:
