@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from .dumpfile import RawObject
 from .entity import DataConsistencyError, Entity
-from .errors import DataFileError
+from .errors import DataFileError, IcatError
 from .keyindex import RefCache
 from .keys import KeyError_, is_generic, parse_attr_values, split_key
 from .offline import OfflineClient
@@ -139,6 +139,10 @@ class Checker:
     """
 
     def __init__(self, infile, fmt: str, schema: Schema, url="", apiversion="", name=None):
+        # The catalogue's own object checks (a Rule's what and crudFlags),
+        # imported here: the store's query parser is not needed before.
+        from .store.authz import OBJECT_CHECKS
+        self.object_checks = OBJECT_CHECKS
         self.schema = schema
         self.client = CheckClient(schema, url, apiversion)
         reader_cls, _ = get_backend(fmt)
@@ -231,6 +235,7 @@ class Checker:
         values = obj.values
         what = path or etype.name
         line = getattr(raw, "line", None) or top.line
+        found = len(result.problems)
         for name, rule in _rules(self.schema, etype.name):
             if name == parent_rel:
                 continue
@@ -246,6 +251,12 @@ class Checker:
                 self._problem(result, "%s.%s refers to %s" % (
                     what, name, "an object that could not be read" if v.unreadable
                     else "an object of dropped chunk %d" % v.chunk), top, line)
+        object_check = self.object_checks.get(etype.name)
+        if object_check is not None and len(result.problems) == found:
+            try:
+                object_check(values, self.schema)
+            except (IcatError, ValueError) as exc:
+                self._problem(result, "%s: %s" % (what, getattr(exc, "message", exc)), top, line)
         if not etype.manys:
             return
         raw_children: dict[str, list] = {}

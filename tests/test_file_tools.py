@@ -172,6 +172,12 @@ DEFECTS = {
     "reference to a wrong type": ("XML", '<facility ref="Facility_name-ESNF"/>',
                                   '<facility ref="User_name-db=2Facord"/>',
                                   "names a User, expected a Facility"),
+    "bad rule flags": ("XML", "<crudFlags>R</crudFlags>\n    <what>Application</what>",
+                       "<crudFlags>RX</crudFlags>\n    <what>Application</what>",
+                       "Rule: CRUD value RX contains false"),
+    "bad rule what": ("XML", "<what>DatafileFormat</what>",
+                      "<what>SELECT x FROM Nonsense x</what>",
+                      "Rule: Nonsense is not an ICAT entity"),
     "yaml unknown entity type": ("YAML", "\ntechnique:", "\ntechnic:", "unknown entry 'technic'"),
     "yaml bad number": ("YAML", "    fileCount: 1\n", "    fileCount: one\n",
                         ".fileCount: 'one' is not a valid"),
@@ -183,6 +189,9 @@ DEFECTS = {
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_check_finds_defect(example, tmp_path, defect):
+    """``check`` lists the defect; a defect of a Rule is found by the very
+    check the catalogue runs when the Rule is written, and ingest refuses
+    the same file with the same words."""
     fmt, old, new, message, *more = DEFECTS[defect]
     ext = fmt.lower()
     text = example("icatdump-6.2.%s" % ext).read_text(encoding="utf-8")
@@ -197,6 +206,12 @@ def test_check_finds_defect(example, tmp_path, defect):
     hits = [l for l in lines if message in l]
     assert hits, out
     assert re.match(r"^%s: chunk \d+(, line \d+)?(, \S+)?: " % re.escape(str(path)), hits[0])
+    if defect.startswith("bad rule"):
+        db = tmp_path / "c.sqlite"
+        subprocess.run([sys.executable, "-m", "icatdump.cli.data", "init", str(db)], check=True)
+        r = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-w", str(db), "-i",
+                            str(path)], capture_output=True, text=True)
+        assert r.returncode == 1 and message.split(": ", 1)[1] in r.stderr, r.stderr
 
 
 def test_check_caps_the_listing(example, tmp_path):

@@ -200,6 +200,19 @@ def _unexpected(tokens, i: int, what: str) -> str:
     return "%s at token %s in %s< %s > %s" % (what, at, before, at, after)
 
 
+def check_rule_object(values: dict, schema) -> None:
+    """A Rule object's ``crudFlags`` and ``what`` as icat.server's
+    ``Rule.fixup`` checks them when it is written (BAD_PARAMETER)."""
+    parse_rule(values.get("what"), values.get("crudFlags"), schema)
+
+
+#: The checks icat.server makes of one object of a type beyond its fields,
+#: after them (its ``preparePersist``/``postMergeFixup``), by entity name:
+#: ``check(values, schema)`` raises the fault.  The store's writer runs them
+#: on create and update, ``icatdata check`` on every object of a file.
+OBJECT_CHECKS = {"Rule": check_rule_object}
+
+
 class Gate:
     """The authorization questions for one catalogue connection.
 

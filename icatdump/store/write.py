@@ -86,7 +86,7 @@ class RowBuilder:
         pos = {c: i for i, c in enumerate(cols)}
         self.constraint = [(c, pos[c], etype.fields[c]) for c in etype.constraint]
         self.param = PARAMETER_PARENTS.get(name)
-        #: A check of the whole object after its fields (``Writer.object_checks``).
+        #: A check of the whole object after its fields (``authz.OBJECT_CHECKS``).
         self.check: Callable[[Entity], None] | None = None
         self.type_pos = pos.get("type")
         # For quick_row: the data columns as a template (defaults filled in),
@@ -250,18 +250,11 @@ class Writer:
             if name not in self.schema:
                 raise ParameterError("%s is not an ICAT entity" % name)
             b = self.builders[name] = RowBuilder(self.schema[name])
-            b.check = self.object_checks().get(name)
+            check = authz.OBJECT_CHECKS.get(name)
+            if check is not None:
+                schema = self.schema
+                b.check = lambda ent: check(ent.values, schema)
         return b
-
-    def object_checks(self) -> dict:
-        """The checks icat.server makes of one object of a type beyond its
-        fields, after them (its ``preparePersist``/``postMergeFixup``)."""
-        return {"Rule": self.check_rule}
-
-    def check_rule(self, ent: Entity) -> None:
-        """A Rule's ``crudFlags`` and ``what`` as icat.server's
-        ``Rule.fixup`` checks them (BAD_PARAMETER, nothing written)."""
-        authz.parse_rule(ent.values.get("what"), ent.values.get("crudFlags"), self.schema)
 
     # -- transactions ---------------------------------------------------------
     # Each write call is one transaction -- or, inside :meth:`transaction`
