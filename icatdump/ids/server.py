@@ -12,9 +12,14 @@ exception's HTTP status, ``crc32`` checksums.  It behaves as a single-level
 IDS (no archive storage): every file is ONLINE, prepared data is ready at
 once, and archive, restore and write answer NotImplementedException.
 
-Authorization: every request that touches data goes through
-:meth:`IdsService.authorize` -- the one place for a check against the
-catalogue's rules.  Today it allows everything, as the local ICAT does.
+Authorization is ids.server's: the IDS asks the catalogue, as the
+session's user, and the catalogue applies its rules (``store/authz.py``).
+:meth:`IdsService.authorize` checks a selection as ids.server's
+``DataSelection`` does; ``put`` creates the Datafile as the user, so ICAT's
+CREATE rule decides; ``delete`` needs DELETE on every Datafile before any
+file goes.  Prepared data keeps the datafile ids the user could read when
+it was prepared and is served on behalf of no session, as ids.server
+serves it with its reader account.
 
 Memory: request and reply bodies are streamed a block at a time, never
 read whole; selections are read from the catalogue a page at a time.
@@ -117,9 +122,6 @@ class Selection:
                     "comma separated list of longs" % (param, text))
             self.ids[param] = sorted({int(i) for i in text.split(",")})
 
-    def as_dict(self) -> dict:
-        return dict(self.ids)
-
     @classmethod
     def from_dict(cls, data: dict) -> "Selection":
         sel = cls({})
@@ -136,6 +138,42 @@ class Selection:
                  for param, _, path in self.KINDS if self.ids[param]]
         return "(%s)" % " OR ".join(parts) if parts else "(1 = 0)"
 
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.ids.values())
+
+
+#: The datafiles of a selection as a user may read them: a JOIN variable is
+#: limited by the user's READ rules (icat.server's search), so a Datafile
+#: counts only with its Dataset readable too; a Datafile without a location
+#: has no file (ids.server leaves it out).
+_SELECTED = ("FROM Datafile df JOIN df.dataset ds WHERE %s AND df.location IS NOT NULL")
+
+
+class Prepared:
+    """A prepared selection in ``.prepared/<id>``: a first line
+    ``{"zip": .., "compress": ..}``, then the datafile ids the user could
+    read at prepareData, one JSON list (a page) per line -- read a line at a
+    time, as they are written.  A file of an earlier version holds the
+    selection itself (one line with its ids), resolved on behalf of no one."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, encoding="utf-8") as f:
+            head = json.loads(f.readline())
+        self.zip = bool(head["zip"])
+        self.compress = bool(head["compress"])
+        self.selection = Selection.from_dict(head) if "datafileIds" in head else None
+
+    def must_zip(self) -> bool:
+        # ids.server stores zip as mustZip made it at prepareData.
+        return self.selection.must_zip() if self.selection is not None else False
+
+    def id_pages(self):
+        with open(self.path, encoding="utf-8") as f:
+            f.readline()
+            for line in f:
+                yield json.loads(line)
+
 
 class IdsService:
     """ids.server's operations over ``store``, with ``icat``'s sessions and
@@ -149,11 +187,48 @@ class IdsService:
         self.prepared_dir.mkdir(exist_ok=True)
 
     # -- the one place for authorization ------------------------------------------
-    def authorize(self, user: str, action: str, what) -> None:
-        """Raise InsufficientPrivilegesException if ``user`` may not do
-        ``action`` ("read", "create", "delete") on ``what`` (a Dataset for
-        create, else a list of Datafiles).  The local ICAT evaluates no
-        rules yet, so every logged-in user may do everything."""
+    def authorize(self, user: str | None, sel: Selection, access: str = "READ") -> Selection:
+        """Check ``sel`` as ids.server's DataSelection does, asking the
+        catalogue as ``user`` (None: on behalf of no one, as ids.server's
+        reader account), and return it with the investigations ``user``
+        cannot read left out.
+
+        A datafile id is a 404 ``NotFoundException`` when no Datafile has it,
+        a 403 ``InsufficientPrivilegesException`` when the user may not read
+        it (ICAT's get), a 404 ``"Datafile <id>"`` when they may but not its
+        Dataset, or it has no location.  A dataset id is ICAT's get: 404 or
+        403.  An investigation id is never an error: one that does not exist
+        or the user cannot read selects nothing.  Within a dataset or an
+        investigation, Datafiles and Datasets the user cannot read are left
+        out silently (ICAT's search).  ``access="DELETE"`` also needs DELETE
+        on every Datafile selected, checked before anything is deleted.
+        One search per 1000 ids of each kind; the error path asks more.
+        """
+        client = self.icat.client
+        for part in _pages(sel.ids["datafileIds"]):
+            ok = set(self._catalogue(user, client.search, "SELECT df.id " + _SELECTED % (
+                "df.id IN (%s)" % _join(part))))
+            for i in part:
+                if i not in ok:
+                    self._catalogue(user, client.get, "Datafile", i)    # ICAT's 404 or 403
+                    raise NotFoundException("Datafile %d" % i)
+        for part in _pages(sel.ids["datasetIds"]):
+            ok = set(self._catalogue(user, client.search, "SELECT ds.id FROM Dataset ds "
+                                     "WHERE ds.id IN (%s)" % _join(part)))
+            for i in part:
+                if i not in ok:
+                    self._catalogue(user, client.get, "Dataset", i)
+                    raise NotFoundException("Dataset %d" % i)
+        readable = []
+        for part in _pages(sel.ids["investigationIds"]):
+            readable += self._catalogue(user, client.search, "SELECT inv.id FROM Investigation "
+                                        "inv WHERE inv.id IN (%s) ORDER BY inv.id" % _join(part))
+        sel = Selection.from_dict(dict(sel.ids, investigationIds=readable))
+        check = getattr(client, "check_access", None)
+        if access != "READ" and check is not None:
+            for ids in self._datafile_ids(user, sel):
+                self._catalogue(user, check, access, "Datafile", ids)
+        return sel
 
     # -- catalogue access -----------------------------------------------------------
     def _catalogue(self, user, fn, *args):
@@ -172,52 +247,63 @@ class IdsService:
         except IcatError as exc:
             raise _from_icat(exc) from None
 
-    def _check_exist(self, user, sel: Selection):
-        client = self.icat.client
-        for param, entity, _ in Selection.KINDS:
-            wanted = sel.ids[param]
-            for start in range(0, len(wanted), PAGE):
-                part = wanted[start:start + PAGE]
-                found = set(self._catalogue(user, client.search, "SELECT x.id FROM %s x WHERE "
-                                            "x.id IN (%s)" % (entity, ", ".join(map(str, part)))))
-                for i in part:
-                    if i not in found:
-                        raise NotFoundException("%s[id:%d] not found." % (entity, i))
-
-    def _datafiles(self, user, sel: Selection, include=True):
-        """The selection's Datafiles in id order, a page (one search) at a
-        time, each with its dataset, investigation and facility."""
+    def _datafile_ids(self, user, sel: Selection):
+        """The ids of the selection's Datafiles ``user`` may read, in id
+        order, a page (one search) at a time."""
         client = self.icat.client
         last = 0
         while True:
-            query = ("SELECT df FROM Datafile df WHERE %s AND df.id > %d ORDER BY df.id LIMIT 0, %d"
-                     % (sel.condition(), last, PAGE))
-            if include:
-                query += " INCLUDE df.dataset.investigation.facility"
-            page = self._catalogue(user, client.search, query)
+            page = self._catalogue(user, client.search, "SELECT df.id " + _SELECTED % (
+                "%s AND df.id > %d" % (sel.condition(), last)) + " ORDER BY df.id LIMIT 0, %d"
+                % PAGE)
             if not page:
                 return
             yield page
-            last = page[-1].id
+            last = page[-1]
+
+    def _id_pages(self, user, what):
+        if isinstance(what, Prepared):
+            if what.selection is not None:
+                yield from self._datafile_ids(None, what.selection)
+            else:
+                yield from what.id_pages()
+        else:
+            yield from self._datafile_ids(user, what)
+
+    def _datafiles(self, user, what, include=True):
+        """The Datafiles of ``what`` (an authorized Selection or a Prepared)
+        in id order, a page at a time, each with its dataset, investigation
+        and facility: the ids as ``user`` may read them, then the objects
+        read on behalf of no one, as ids.server reads a selection it has
+        checked (its includes are not the user's to see)."""
+        client = self.icat.client
+        for ids in self._id_pages(user, what):
+            query = "SELECT df FROM Datafile df WHERE df.id IN (%s) ORDER BY df.id" % _join(ids)
+            if include:
+                query += " INCLUDE df.dataset.investigation.facility"
+            page = self._catalogue(None, client.search, query)
+            if len(page) != len(ids):
+                raise NotFoundException("One of the data files requested has been deleted")
+            yield page
 
     def _resolve(self, params, session_required=True):
-        """``(user, Selection, zip, compress)`` of a request by preparedId
-        or by sessionId and ids; the ids are checked to exist."""
+        """``(user, selection, zip, compress)`` of a request: a
+        :class:`Prepared` by preparedId, or by sessionId and ids an
+        authorized :class:`Selection`."""
         prepared = params.get("preparedId")
         if prepared is not None:
             data = self._prepared(prepared)
-            return None, Selection.from_dict(data), data["zip"], data["compress"]
+            return None, data, data.zip, data.compress
         user = self._user(params.get("sessionId"), session_required)
-        sel = Selection(params)
-        self._check_exist(user, sel)
+        sel = self.authorize(user, Selection(params))
         return user, sel, _flag(params, "zip"), _flag(params, "compress")
 
-    def _prepared(self, prepared_id) -> dict:
+    def _prepared(self, prepared_id) -> Prepared:
         if not _UUID.match(prepared_id):
             raise BadRequestException("The preparedId parameter '%s' is not a valid UUID"
                                       % prepared_id)
         try:
-            return json.loads((self.prepared_dir / prepared_id).read_text())
+            return Prepared(self.prepared_dir / prepared_id)
         except FileNotFoundError:
             raise NotFoundException("The preparedId %s is not known" % prepared_id) from None
 
@@ -241,40 +327,74 @@ class IdsService:
         return req.base_url()
 
     def op_getServiceStatus(self, req, params):
-        self._user(params.get("sessionId"))
+        user = self._user(params.get("sessionId"))
+        if not self.icat.sessions.is_root(user):
+            raise InsufficientPrivilegesException(
+                "%s is not included in the ids rootUserNames set." % user)
         return {"opsQueue": [], "lockCount": 0, "locks": [], "failures": []}
 
     def op_getSize(self, req, params):
-        user, sel, _, _ = self._resolve(params)
+        client = self.icat.client
         total = 0
-        for page in self._datafiles(user, sel, include=False):
-            self.authorize(user, "read", page)
-            total += sum(df.values.get("fileSize") or 0 for df in page)
+        if "preparedId" in params:
+            for ids in self._id_pages(None, self._prepared(params["preparedId"])):
+                total += self._size(None, "df.id IN (%s)" % _join(ids))
+            return str(total)
+        user = self._user(params.get("sessionId"))
+        sel = Selection(params)
+        if sel.count() != 1:
+            sel = self.authorize(user, sel)
+            return str(self._size(user, sel.condition(), join=True))
+        # ids.server's "fast computation" of one id: the size of what the
+        # user may read of it; when that is 0, any refusal of ICAT's get
+        # is a NotFoundException.
+        ((param, entity, path),) = [k for k in Selection.KINDS if sel.ids[k[0]]]
+        (one,) = sel.ids[param]
+        total = self._size(user, "%s = %d" % (path, one))
+        if not total:
+            try:
+                obj = self.icat._call(user, client.get, entity, one)
+            except IcatError as exc:
+                raise NotFoundException(exc.message) from None
+            if entity == "Datafile" and not obj.values.get("location"):
+                raise NotFoundException("Datafile not found")
         return str(total)
 
+    def _size(self, user, condition, join=False) -> int:
+        """The sum of the fileSizes of the Datafiles with a location that
+        match ``condition`` and ``user`` may read, in one search."""
+        query = ("SELECT SUM(df.fileSize) " + _SELECTED % condition if join else
+                 "SELECT SUM(df.fileSize) FROM Datafile df WHERE %s AND df.location IS NOT NULL"
+                 % condition)
+        result = self._catalogue(user, self.icat.client.search, query)
+        return int(result[0] or 0) if result else 0
+
     def op_getStatus(self, req, params):
-        user, sel, _, _ = self._resolve(params, session_required=False)
-        if user is not None:
-            for page in self._datafiles(user, sel, include=False):
-                self.authorize(user, "read", page)
+        self._resolve(params, session_required=False)
         return "ONLINE"
 
     def op_getDatafileIds(self, req, params):
-        user, sel, zip_, compress = self._resolve(params)
-        ids = [df.id for page in self._datafiles(user, sel, include=False) for df in page]
-        if "preparedId" in params:
+        user, what, zip_, compress = self._resolve(params)
+        ids = [i for page in self._id_pages(user, what) for i in page]
+        if isinstance(what, Prepared):
             return {"zip": zip_, "compress": compress, "ids": ids}
         return {"ids": ids}
 
     def op_prepareData(self, req, params):
-        user, sel, zip_, compress = self._resolve(params)
-        for page in self._datafiles(user, sel, include=False):
-            self.authorize(user, "read", page)
+        user = self._user(params.get("sessionId"))
+        sel = self.authorize(user, Selection(params))
         prepared_id = str(uuid.uuid4())
-        data = dict(sel.as_dict(), zip=zip_, compress=compress)
+        head = {"zip": _flag(params, "zip") or sel.must_zip(), "compress": _flag(params, "compress")}
         tmp = self.store.tmp / prepared_id
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.prepared_dir / prepared_id)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(head) + "\n")
+                for ids in self._datafile_ids(user, sel):
+                    f.write(json.dumps(ids) + "\n")
+            tmp.replace(self.prepared_dir / prepared_id)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return prepared_id
 
     def op_isPrepared(self, req, params):
@@ -294,7 +414,8 @@ class IdsService:
     def op_delete(self, req, params):
         if self.readonly:
             raise NotImplementedException("This operation has been configured to be unavailable")
-        user, sel, _, _ = self._resolve(params)
+        user = self._user(params.get("sessionId"))
+        sel = self.authorize(user, Selection(params), "DELETE")
         client = self.icat.client
         while True:
             # The catalogue objects go first: a crash in between leaves a
@@ -302,7 +423,6 @@ class IdsService:
             page = next(self._datafiles(user, sel, include=False), [])
             if not page:
                 return None
-            self.authorize(user, "delete", page)
             self._catalogue(user, client.delete_many, page)
             for df in page:
                 if df.values.get("location"):
@@ -322,8 +442,9 @@ class IdsService:
         dataset_id = _number(params, "datasetId", required=True)
         times = {key: _number(params, key) for key in ("datafileCreateTime", "datafileModTime")}
         client = self.icat.client
+        # As ids.server: the Dataset as the user may read it, and the
+        # Datafile created as the user, so that ICAT's CREATE rule decides.
         dataset = self._catalogue(user, client.get, "Dataset", dataset_id)
-        self.authorize(user, "create", dataset)
         fmt = self._catalogue(user, client.get, "DatafileFormat", format_id)
         try:
             df_id, crc = put_datafile(
@@ -340,9 +461,10 @@ class IdsService:
         zipped = zip_ or sel.must_zip()
         outname = params.get("outname")
         if not zipped:
-            (page,) = list(self._datafiles(user, sel))
+            page = next(self._datafiles(user, sel), None)
+            if not page:
+                raise NotFoundException("One of the data files requested has been deleted")
             df = page[0]
-            self.authorize(user, "read", page)
             location = df.values.get("location")
             if not location or not self.store.exists(location):
                 raise NotFoundException("One of the data files requested has been deleted")
@@ -360,7 +482,6 @@ class IdsService:
         # Every file must be there before the reply starts: a missing one
         # found halfway could only cut the zip short.
         for page in self._datafiles(user, sel, include=False):
-            self.authorize(user, "read", page)
             for df in page:
                 location = df.values.get("location")
                 if not location or not self.store.exists(location):
@@ -427,6 +548,15 @@ class IdsService:
         req.drain()
         body = json.dumps({"code": exc.code, "message": exc.message}).encode("utf-8")
         return req.send(exc.status, "application/json", body)
+
+
+def _pages(ids):
+    for start in range(0, len(ids), PAGE):
+        yield ids[start:start + PAGE]
+
+
+def _join(ids) -> str:
+    return ", ".join(str(int(i)) for i in ids)
 
 
 def _flag(params, name) -> bool:

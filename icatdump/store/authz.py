@@ -308,7 +308,12 @@ class Gate:
 
     def readable(self, user: str, bean: str, ids) -> set | None:
         """The ids among ``ids`` that ``user`` may read; None if all."""
-        r = self.restriction(user, bean, "R")
+        return self.permitted(user, "READ", bean, ids)
+
+    def permitted(self, user: str, access: str, bean: str, ids) -> set | None:
+        """The ids among ``ids`` that ``user`` may do ``access`` (READ,
+        DELETE...) to, in one query; None if all."""
+        r = self.restriction(user, bean, ACCESS[access])
         if r is None:
             return None
         sql, params = r
@@ -337,7 +342,19 @@ class Gate:
     def check(self, user: str, access: str, bean: str, id: int) -> None:
         """:meth:`allowed`, or icat.server's INSUFFICIENT_PRIVILEGES fault."""
         if not self.allowed(user, access, bean, id):
-            raise PrivilegesError("%s access to this %s is not allowed." % (access, bean))
+            raise refused(access, bean)
+
+    def check_many(self, user: str, access: str, bean: str, ids) -> None:
+        """:meth:`check` for every one of ``ids``, in one query."""
+        ids = [int(i) for i in ids]
+        allowed = self.permitted(user, access, bean, ids)
+        if allowed is not None and any(i not in allowed for i in ids):
+            raise refused(access, bean)
+
+
+def refused(access: str, bean: str) -> PrivilegesError:
+    """icat.server's INSUFFICIENT_PRIVILEGES fault for ``access`` to a ``bean``."""
+    return PrivilegesError("%s access to this %s is not allowed." % (access, bean))
 
 
 def exists(conn, bean: str, id: int) -> bool:

@@ -264,7 +264,7 @@ class EmbeddedClient(Client):
         if not result:
             gate = self._restricted()
             if gate is not None and authz.exists(self.conn, name, id):
-                raise PrivilegesError("READ access to this %s is not allowed." % name)
+                raise authz.refused("READ", name)
             raise NoSuchObjectError("%s[id:%d] not found." % (name, int(id)))
         return result[0]
 
@@ -377,6 +377,18 @@ class EmbeddedClient(Client):
             for obj in _tree(entity):
                 obj.id = None
         return allowed
+
+    def check_access(self, access: str, entity: str, ids) -> None:
+        """Raise icat.server's INSUFFICIENT_PRIVILEGES fault unless the
+        current user may do ``access`` (READ, UPDATE, DELETE) to every
+        one of ``ids`` (existing objects of ``entity``), in one query:
+        what a caller asks before a change it cannot undo (the IDS before
+        it deletes files)."""
+        if access not in authz.ACCESS or access == "CREATE":
+            raise ParameterError("invalid access type %r for existing objects" % access)
+        gate = self._restricted()
+        if gate is not None:
+            gate.check_many(self.user, access, entity, ids)
 
     def _written(self, entities, children: bool) -> None:
         """After a write: rules derived from what changed are read again."""
