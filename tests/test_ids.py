@@ -14,11 +14,13 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
 
 import pytest
+from hypothesis import given, strategies as st
 
 icat = pytest.importorskip("icat")
 from icat.exception import (IDSBadRequestError, IDSInsufficientPrivilegesError,  # noqa: E402
@@ -281,3 +283,18 @@ def test_large_file_streams_with_bounded_memory(tmp_path):
     got, crc_ok, catalogued_ok, grown_mib = proc.stdout.split()
     assert int(got) == size and crc_ok == "True" and catalogued_ok == "True"
     assert int(grown_mib) < 64, "peak RSS grew by %s MiB for a 1 GiB file" % grown_mib
+
+
+@given(st.text())
+def test_every_datafile_name_makes_a_header_http_can_send(name):
+    """Whatever a Datafile is called, its Content-Disposition passes the
+    check made before a reply's status line goes out, and the exact name
+    can be read back from it (``filename*``, or ``filename`` for ASCII)."""
+    from icatdump.ids.server import _HEADER_VALUE, _disposition
+    header = _disposition(name)
+    assert _HEADER_VALUE.match(header)
+    plain = name.replace('"', "")
+    if "filename*=UTF-8''" in header:
+        assert urllib.parse.unquote(header.split("filename*=UTF-8''", 1)[1]) == plain
+    else:
+        assert header == 'attachment; filename="%s"' % plain

@@ -49,6 +49,8 @@ MAX_FORM = 1024 * 1024
 #: Datafiles read from the catalogue per search when a selection is resolved.
 PAGE = 1000
 
+#: A header value http.server can send: Latin-1, no line break.
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\xa0-\xff\t]*$")
 _UUID = re.compile(r"^[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$")
 _IDS = re.compile(r"^\s*\d+(\s*,\s*\d+)*\s*$")
 
@@ -720,6 +722,10 @@ class Request:
         """Send the status line and headers of a streamed reply; without a
         length the connection closes at its end."""
         self.drain()
+        if disposition and not _HEADER_VALUE.match(disposition):
+            # Checked before anything is sent: once the status line is out,
+            # an error could only follow it as a second, garbled reply.
+            raise InternalException("a reply header that HTTP cannot carry: %r" % disposition)
         h = self.h
         h.send_response(status)
         h.send_header("Content-Type", ctype)
