@@ -300,6 +300,42 @@ def test_included_objects_shared_within_a_response(client):
     assert {id(f.dataset) for f in again}.isdisjoint({id(f.dataset) for f in files})
 
 
+def test_shared_and_cyclic_includes_in_the_reply(server, client):
+    """The server writes an object shared by many results once per place it
+    is included, each copy whole and alike, every bean with its audit
+    fields in JAXB's order; an object met again on its own path (a cyclic
+    include) is written without its relations."""
+    populate(client)
+
+    def reply(query):
+        status, body = post(server.url, envelope(
+            "search", "<sessionId>%s</sessionId><query>%s</query>" % (client.session_id, query)))
+        assert status == 200, body
+        return etree.fromstring(body).findall(".//return")
+
+    files = reply("SELECT o FROM Datafile o INCLUDE o.dataset.investigation.facility")
+    assert len(files) == 3
+    datasets = [f.find("dataset") for f in files]
+    for bean in [el for f in files for el in f.iter() if el.find("id") is not None]:
+        assert [c.tag for c in bean][:5] == ["createId", "createTime", "id", "modId", "modTime"]
+        assert bean.findtext("createId") == "simple/root"
+        assert dt.datetime.fromisoformat(bean.findtext("modTime")).utcoffset() == dt.timedelta(0)
+    by_id: dict = {}
+    for ds in datasets:
+        assert ds.find("investigation/facility/name").text == "ESNF"
+        by_id.setdefault(ds.findtext("id"), set()).add(etree.tostring(ds))
+    assert len(by_id) < len(datasets)        # some dataset is shared by two results ...
+    assert all(len(copies) == 1 for copies in by_id.values())    # ... and written alike
+
+    (ds,) = reply("SELECT o FROM Dataset o WHERE o.id = %s INCLUDE o.datafiles.dataset"
+                  % next(iter(by_id)))
+    inner = [f.find("dataset") for f in ds.findall("datafiles")]
+    assert inner and all(d.findtext("id") == ds.findtext("id") for d in inner)
+    assert all(d.find("datafiles") is None and d.findtext("name") == ds.findtext("name")
+               for d in inner)
+    assert len(ds.findall("datafiles")) == len(inner)
+
+
 def test_empty_boolean_is_false_and_values_round_trip(client):
     data = populate(client)
     when = dt.datetime(2020, 2, 29, 12, 30, 15, 123000, tzinfo=UTC)

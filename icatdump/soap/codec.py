@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from typing import Any, Callable
 
 from ..entity import Entity
 from ..errors import DecodeError
@@ -42,19 +43,46 @@ def escape(text: str) -> str:
 
 def value_text(value) -> str:
     """A Python value as XSD lexical text (xs:boolean, xs:double, xs:dateTime...)."""
+    text = _TEXT_OF.get(type(value))
+    return text(value) if text is not None else _other_text(value)
+
+
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    return repr(value)
+
+
+def _datetime_text(value: _dt.datetime) -> str:
+    tz = value.tzinfo
+    if tz is UTC:               # what the catalogue reads: no conversion to make
+        return value.isoformat()
+    if tz is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def _other_text(value) -> str:
+    """Subclasses of the types of :data:`_TEXT_OF`, and anything else as its str()."""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return _bool_text(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "INF" if value > 0 else "-INF"
-        return repr(value)
+        return _float_text(value)
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat()
+        return _datetime_text(value)
     return escape(str(value))
+
+
+#: The text of a value by its exact type: one dict look-up instead of a chain
+#: of isinstance() for each of the (mostly str) values of a reply.
+_TEXT_OF: dict[type, Callable[[Any], str]] = {
+    str: escape, int: str, bool: _bool_text, float: _float_text, _dt.datetime: _datetime_text}
 
 
 def scalar_type(value) -> str:
@@ -70,33 +98,63 @@ def scalar_type(value) -> str:
     return "xs:string"
 
 
-def encode_entity(out: list, entity: Entity, tag: str, typed: bool, _path=()) -> None:
+def encode_entity(out: list, entity: Entity, tag: str, typed: bool, _path=(),
+                  memo: dict | None = None) -> None:
     """Append ``entity`` as element ``tag`` to ``out`` (a list of strings).
 
     Only what the entity holds is written: attributes that are set, included
     many-to-one relations and included one-to-many lists, so a child never
     carries a back reference to its parent unless that path was included.  An
     object met again on its own path (a cyclic include) is written shallow.
+
+    ``memo`` (a dict kept for one reply) holds each object's text apart from
+    its relations, keyed by identity: the catalogue shares an object included
+    by many results (the dataset of a page of datafiles), and each of its
+    copies in the reply is then written from that text instead of from its
+    values again.
     """
-    etype = entity.type
+    if memo is None:
+        memo = {}
+    parts = memo.get(id(entity))
+    if parts is None:
+        parts = memo[id(entity)] = _bean_parts(entity)
     if typed:
-        out.append('<%s xsi:type="ns2:%s">' % (tag, etype.instance_name))
+        out.append('<%s xsi:type="ns2:%s">' % (tag, entity.type.instance_name))
     else:
         out.append("<%s>" % tag)
+    shallow = entity in _path       # by identity: an Entity has no __eq__
+    path = _path + (entity,)
+    for part in parts:
+        if part.__class__ is str:
+            out.append(part)
+        elif not shallow:
+            name, related, many = part
+            if many:
+                for child in related:
+                    encode_entity(out, child, name, False, path, memo)
+            else:
+                encode_entity(out, related, name, False, path, memo)
+    out.append("</%s>" % tag)
+
+
+def _bean_parts(entity: Entity) -> list:
+    """A bean's content in JAXB's order (the audit fields around the id,
+    then the fields by name): runs of text for its values, and ``(name,
+    related, many)`` for each included relation, written where they fall."""
     values = entity.values
+    parts: list = []
+    text = []
     for name in META_ATTRS[:2]:
         v = values.get(name)
         if v is not None:
-            out.append("<%s>%s</%s>" % (name, value_text(v), name))
+            text.append("<%s>%s</%s>" % (name, value_text(v), name))
     if entity.id is not None:
-        out.append("<id>%d</id>" % entity.id)
+        text.append("<id>%d</id>" % entity.id)
     for name in META_ATTRS[2:]:
         v = values.get(name)
         if v is not None:
-            out.append("<%s>%s</%s>" % (name, value_text(v), name))
-    shallow = any(p is entity for p in _path)
-    path = _path + (entity,)
-    fields = etype.fields
+            text.append("<%s>%s</%s>" % (name, value_text(v), name))
+    fields = entity.type.fields
     for name in sorted(values):
         f = fields.get(name)
         if f is None:
@@ -105,15 +163,15 @@ def encode_entity(out: list, entity: Entity, tag: str, typed: bool, _path=()) ->
         if v is None:
             continue
         if f.kind == ATTRIBUTE:
-            out.append("<%s>%s</%s>" % (name, value_text(v), name))
-        elif shallow:
-            continue
-        elif f.kind == ONE:
-            encode_entity(out, v, name, False, path)
+            text.append("<%s>%s</%s>" % (name, value_text(v), name))
         else:
-            for child in v:
-                encode_entity(out, child, name, False, path)
-    out.append("</%s>" % tag)
+            if text:
+                parts.append("".join(text))
+                text = []
+            parts.append((name, v, f.kind != ONE))
+    if text:
+        parts.append("".join(text))
+    return parts
 
 
 def encode_bean(out: list, entity: Entity, tag: str, typed: bool = True,
@@ -154,16 +212,17 @@ def encode_bean(out: list, entity: Entity, tag: str, typed: bool = True,
     out.append("</%s>" % tag)
 
 
-def encode_result(out: list, item, tag: str = "return") -> None:
-    """Append one search result: an entity, a scalar or a multi-value row."""
+def encode_result(out: list, item, tag: str = "return", memo: dict | None = None) -> None:
+    """Append one search result: an entity, a scalar or a multi-value row;
+    ``memo``: see :func:`encode_entity` (one for all results of a reply)."""
     if isinstance(item, Entity):
-        encode_entity(out, item, tag, True)
+        encode_entity(out, item, tag, True, (), memo)
     elif item is None:
         out.append('<%s xsi:nil="true"/>' % tag)
     elif isinstance(item, (tuple, list)):
         out.append('<%s xsi:type="ns2:fieldSet">' % tag)
         for v in item:
-            encode_result(out, v, "fields")
+            encode_result(out, v, "fields", memo)
         out.append("</%s>" % tag)
     else:
         out.append('<%s xsi:type="%s">%s</%s>' % (tag, scalar_type(item), value_text(item), tag))

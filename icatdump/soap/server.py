@@ -334,8 +334,9 @@ class IcatService:
         query = (self._text(params, "query") or "").strip()
         if not query:
             raise ParameterError("query cannot be null or empty")
+        memo: dict = {}
         for item in self._call(user, self.client.search, query):
-            codec.encode_result(out, item)
+            codec.encode_result(out, item, memo=memo)
 
     def op_get(self, params, out):
         user = self._user(params)
