@@ -178,6 +178,8 @@ def test_embedded_client_without_server_is_root_equivalent(tmp_path, server, dat
 
 
 def test_dates_without_offset_are_read_in_the_server_zone(tmp_path):
+    """In requests (values, query literals) as a real server reads them in
+    its own zone; one with an offset is that instant."""
     import zoneinfo
 
     import icat
@@ -198,6 +200,17 @@ def test_dates_without_offset_are_read_in_the_server_zone(tmp_path):
         utc = dt.timezone.utc
         assert got.startDate.astimezone(utc) == dt.datetime(2006, 12, 31, 23, 0, tzinfo=utc)
         assert got.endDate.astimezone(utc) == dt.datetime(2007, 7, 1, 0, 0, tzinfo=utc)
+        # ... and so are the dates of a query: {ts ...} and quoted, each time
+        # (the second query of a shape reuses the first one's translation).
+        for start in ("{ts 2007-01-01 00:00:00}", "'2007-01-01 00:00:00'",
+                      "{ts 2007-01-01 00:00:00}"):
+            assert client.search("SELECT c.name FROM FacilityCycle c WHERE c.startDate = %s"
+                                 % start) == ["c"]
+        for start in ("{ts 2006-12-31 23:00:00}", "'2006-12-31 23:00:00'"):
+            assert client.search("SELECT c.name FROM FacilityCycle c WHERE c.startDate = %s"
+                                 % start) == []
+        assert client.search("SELECT c.name FROM FacilityCycle c "
+                             "WHERE c.startDate = '2006-12-31T23:00:00Z'") == ["c"]
         client.logout()
     finally:
         srv.shutdown()

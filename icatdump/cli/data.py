@@ -280,7 +280,8 @@ def salvage(infile, outfile, informat, outformat, schema_version, quiet):
                    "default simple/root and db/root); the catalogue's rules apply to "
                    "everyone else.")
 @click.option("--timezone", "tzname", default="local", show_default=True, metavar="ZONE",
-              help="The zone in which dates without offset sent by clients are read, as "
+              help="The zone in which dates without offset sent by clients (values and query "
+                   "literals) are read, as "
                    "ICAT reads them in its server's zone: 'local' (this machine's), 'UTC' "
                    "or a name such as Europe/Berlin.")
 @click.option("--certfile", type=click.Path(dir_okay=False, exists=True),

@@ -116,6 +116,8 @@ class IcatService:
         # its rules to everyone but the root users.
         if hasattr(client, "meta"):
             client.meta = True
+        if hasattr(client, "timezone"):
+            client.timezone = timezone
         if hasattr(client, "authorize"):
             self._worker.submit(client.authorize, sessions.root_users).result()
         self.sessions = sessions

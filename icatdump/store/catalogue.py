@@ -177,6 +177,20 @@ class EmbeddedClient(Client):
             self.plans.templates.clear()
 
     @property
+    def timezone(self):
+        """The zone in which a date in a query without offset (``{ts
+        2012-07-26 15:44:24}``, ``'2012-07-26'``) is read: UTC unless set
+        (None: the machine's).  ``icatdata serve --timezone`` sets it, as a
+        real ICAT reads such literals in its own zone."""
+        return self.plans.zone
+
+    @timezone.setter
+    def timezone(self, zone) -> None:
+        if zone is not self.plans.zone:
+            self.plans.zone = zone
+            self.plans.templates.clear()
+
+    @property
     def max_entities(self) -> int:
         return self._max_entities
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..types import parse_datetime
+from ..types import UTC, parse_datetime
 from . import concise, jpql
 from .sqlgen import translate
 from .values import date_to_sql, literal_for
@@ -63,9 +63,10 @@ def scan(text: str) -> tuple[str, list]:
     return "".join(pieces), literals
 
 
-def _value(kind: str, text: str, field):
+def _value(kind: str, text: str, field, zone):
     """The parameter bound for a literal of ``kind`` written ``text``,
-    compared with ``field`` (or None), as ``sqlgen.Translator`` binds it."""
+    compared with ``field`` (or None), as ``sqlgen.Translator`` binds it
+    (a date without offset read in ``zone``)."""
     raw: str | int | float
     if kind == "str":
         raw = text[1:-1].replace("''", "'")
@@ -74,8 +75,8 @@ def _value(kind: str, text: str, field):
     else:
         raw = text[4:-1]
         if field is None:
-            return date_to_sql(parse_datetime(raw))
-    return raw if field is None else literal_for(field, raw)
+            return date_to_sql(parse_datetime(raw, zone))
+    return raw if field is None else literal_for(field, raw, zone)
 
 
 def _same(a, b) -> bool:
@@ -90,14 +91,14 @@ class _Template:
         self.plan = plan
         self.slots = slots      # (parameter index, literal index, kind, field)
 
-    def plan_for(self, literals):
+    def plan_for(self, literals, zone):
         params = list(self.plan.params)
         for pi, li, kind, f in self.slots:
-            params[pi] = _value(kind, literals[li][2], f)
+            params[pi] = _value(kind, literals[li][2], f, zone)
         return dataclasses.replace(self.plan, params=params)
 
 
-def _template(plan, literals) -> _Template | None:
+def _template(plan, literals, zone) -> _Template | None:
     """A template from a fresh translation, if it is certain to be right."""
     by_pos = {pos: i for i, (pos, _, _) in enumerate(literals)}
     slots, used = [], set()
@@ -112,7 +113,7 @@ def _template(plan, literals) -> _Template | None:
             return None
         kind = literals[li][1]
         try:
-            ok = _same(_value(kind, literals[li][2], f), plan.params[pi])
+            ok = _same(_value(kind, literals[li][2], f, zone), plan.params[pi])
         except (ValueError, TypeError, OverflowError):
             ok = False
         if not ok:
@@ -134,6 +135,9 @@ class PlanCache:
         #: Whether entity results end with the audit columns
         #: (``loader.RowLoader``); changed through ``EmbeddedClient.meta``.
         self.meta = meta
+        #: The zone date literals without offset are read in; changed
+        #: through ``EmbeddedClient.timezone``.
+        self.zone = UTC
 
     def plan(self, text: str, user: str, authz=None):
         """The plan of ``text``; with ``authz`` (see ``sqlgen.Translator``)
@@ -141,17 +145,17 @@ class PlanCache:
         the rules of the moment."""
         text = concise.search_text(text, self.schema).strip(" ")
         if authz is not None:
-            return translate(self.schema, jpql.parse(text), user, self.meta, authz)
+            return translate(self.schema, jpql.parse(text), user, self.meta, authz, self.zone)
         shape, literals = scan(text)
         template = self.templates.get(shape, False)
         if template:
             try:
-                return template.plan_for(literals)
+                return template.plan_for(literals, self.zone)
             except (ValueError, TypeError, OverflowError):
                 pass            # translated below, for the translator's error
-        plan = translate(self.schema, jpql.parse(text), user, self.meta)
+        plan = translate(self.schema, jpql.parse(text), user, self.meta, zone=self.zone)
         if template is False:
             if len(self.templates) >= MAX_SHAPES:
                 self.templates.clear()
-            self.templates[shape] = _template(plan, literals)
+            self.templates[shape] = _template(plan, literals, self.zone)
         return plan

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field as dc_field
 
 from ..client import ParameterError
 from ..schema import ATTRIBUTE, ENUMS, META_ATTRS, ONE, EntityType, Field, Schema
-from ..types import ValueProblem, parse_datetime
+from ..types import UTC, ValueProblem, parse_datetime
 from . import jpql
 from .ddl import q
 from .values import date_to_sql, literal_for, now_sql, reader
@@ -89,6 +89,9 @@ class Translator:
         self.params: list = []
         #: Whether an entity result ends with the audit columns (loader.RowLoader).
         self.meta = False
+        #: The zone a date literal without offset is read in (None: the
+        #: machine's), as a server reads it in its own (``{ts …}`` too).
+        self.zone = outer.zone if outer is not None else UTC
         #: For a user who is not root: ``(entity name, id column) -> (sql,
         #: params) or None``, the READ restriction of each FROM/JOIN variable
         #: (``authz.Gate.search_condition``).
@@ -188,7 +191,7 @@ class Translator:
                 return self.user
             raise ParameterError("Unknown parameter :%s" % lit.name)
         if lit.kind == "ts":
-            return date_to_sql(parse_datetime(lit.value))
+            return date_to_sql(parse_datetime(lit.value, self.zone))
         if lit.kind == "bool":
             return int(lit.value)
         return lit.value
@@ -207,7 +210,7 @@ class Translator:
             if isinstance(node, jpql.Literal) and node.kind == "ts":
                 raw = node.value
             try:
-                value = literal_for(f, raw)
+                value = literal_for(f, raw, self.zone)
             except (ValueProblem, ValueError, TypeError) as exc:
                 raise ParameterError("Cannot compare %s with %r: %s" % (f.name, raw, exc))
             source = (node, f) if isinstance(node, jpql.Literal) else None
@@ -493,8 +496,9 @@ def value_reader(v: Value):
 
 
 def translate(schema: Schema, query: jpql.Query, user: str, meta: bool = False,
-              authz=None) -> Plan:
+              authz=None, zone=UTC) -> Plan:
     translator = Translator(schema, user)
     translator.meta = meta
     translator.authz = authz
+    translator.zone = zone
     return translator.translate(query)

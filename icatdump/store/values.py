@@ -79,16 +79,18 @@ def reader(f: Field):
     return None
 
 
-def literal_for(f: Field, value):
+def literal_for(f: Field, value, zone=UTC):
     """A query literal compared with field ``f``, as the SQL value to bind.
 
     python-icat quotes every value (``o.fileSize = '42'``), and dates come as
-    ISO strings or ``{ts …}``; both must compare like the stored values.
+    ISO strings or ``{ts …}``; both must compare like the stored values.  A
+    date without offset is read in ``zone`` (None: the machine's), the zone
+    of the server the query was sent to.
     """
     if value is None:
         return None
     if f.type == "Date":
-        return date_to_sql(parse_datetime(value))
+        return date_to_sql(parse_datetime(value, zone))
     if f.type == "boolean":
         v = to_python(f, value)
         return None if v is None else int(v)
