@@ -24,7 +24,7 @@ from ..errors import DecodeError
 from ..schema import ATTRIBUTE, META_ATTRS, ONE, Schema
 from ..rules import field_rule
 from ..types import UTC, ValueProblem, parse_datetime
-from .wsdl import _ENUM_TYPES     # the XSD names of ICAT's enums, defined with the WSDL
+from .wsdl import ENUM_TYPES
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
@@ -392,7 +392,7 @@ def decode_result(elem, schema: Schema, keep_meta: bool = False, fill: bool = Tr
                      if isinstance(c.tag, str))
     if tname is None:
         return elem.text
-    if tname in _ENUM_TYPES or (not _has_child_elements(elem) and not _is_entity(schema, tname)):
+    if tname in ENUM_TYPES or (not _has_child_elements(elem) and not _is_entity(schema, tname)):
         # An enum constant (``SELECT p.valueType``): JAXB types it by the
         # enum's schema type, ``xsi:type="ns2:parameterValueType"``.
         return (elem.text or "").strip()

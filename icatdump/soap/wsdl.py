@@ -84,7 +84,9 @@ _HELPER_TYPES = {
                       ("type", "tns:icatExceptionType", "opt")),
 }
 
-_ENUM_TYPES = {
+#: The XSD names of the enumerations the WSDL defines, with their values
+#: (the codec reads an element of these types as text).
+ENUM_TYPES = {
     "parameterValueType": ENUMS["ParameterValueType"],
     "studyStatus": ENUMS["StudyStatus"],
     "relType": (ATTRIBUTE, "MANY", "ONE"),
@@ -157,7 +159,7 @@ def make_xsd(schema: Schema) -> bytes:
                    % (etype.instance_name, _sequence(entity_elements(etype))))
     for name, elements in _HELPER_TYPES.items():
         out.append('<xs:complexType name="%s">%s</xs:complexType>' % (name, _sequence(elements)))
-    for name, values in _ENUM_TYPES.items():
+    for name, values in ENUM_TYPES.items():
         out.append('<xs:simpleType name="%s"><xs:restriction base="xs:string">%s'
                    '</xs:restriction></xs:simpleType>'
                    % (name, "".join('<xs:enumeration value="%s"/>' % v for v in values)))
