@@ -9,6 +9,7 @@ so), that ``--cacert`` trusts a private CA, and that
 
 from __future__ import annotations
 
+import io
 import pathlib
 import shutil
 import socket
@@ -153,5 +154,44 @@ def test_idle_and_stalled_handshakes_are_closed_in_time(certificate, tmp_path):
         context = ssl.create_default_context(cafile=str(cert))
         with urllib.request.urlopen(server.url + "?wsdl", context=context, timeout=10) as r:
             assert r.status == 200 and b"ICATService" in r.read()
+    finally:
+        server.shutdown()
+
+
+def test_ids_files_over_https(certificate, tmp_path):
+    """The local IDS over HTTPS, through python-icat: a file of several
+    blocks goes up and comes back whole and from an offset (over TLS a
+    reply is written a block at a time; over plain HTTP the kernel sends
+    the file, tests/test_ids.py)."""
+    icat = pytest.importorskip("icat")
+    from icat.ids import DataSelection
+    cert, key = certificate
+    path = str(tmp_path / "served.sqlite")
+    init_catalogue(path, "6.2")
+    server = serve(lambda: EmbeddedClient(path), certfile=str(cert), keyfile=str(key),
+                   data_dir=path + ".data")
+    try:
+        client = icat.Client(server.url + "?wsdl", idsurl=server.ids_url, checkCert=False)
+        client.login("simple", {"username": "root", "password": "secret"})
+        fac = client.new("facility", name="F")
+        fac.create()
+        itype = client.new("investigationType", name="T", facility=fac)
+        itype.create()
+        inv = client.new("investigation", name="I", visitId="v", title="t", facility=fac,
+                         type=itype)
+        inv.create()
+        dtype = client.new("datasetType", name="D", facility=fac)
+        dtype.create()
+        ds = client.new("dataset", name="ds", investigation=inv, type=dtype)
+        ds.create()
+        fmt = client.new("datafileFormat", name="x", version="1", facility=fac)
+        fmt.create()
+        content = bytes(range(256)) * 1500          # 384000 bytes: several blocks
+        df_id = client.ids.put(io.BytesIO(content), "a.dat", ds.id, fmt.id)
+        df = client.get("Datafile", df_id)
+        assert client.ids.getData(DataSelection([df])).read() == content
+        part = client.ids.getData(DataSelection([df]), offset=100001)
+        assert part.status == 206 and part.read() == content[100001:]
+        client.logout()
     finally:
         server.shutdown()

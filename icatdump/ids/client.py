@@ -49,11 +49,14 @@ class IdsClient:
         self._timeout = timeout
 
     def _connection(self):
+        # http.client sends a file body in pieces of ``blocksize`` (8 KiB
+        # unless told): a BLOCK each is an eighth of the calls.
         p = self._parts
         if p.scheme == "https":
             return http.client.HTTPSConnection(p.hostname, p.port, timeout=self._timeout,
-                                               context=self._context)
-        return http.client.HTTPConnection(p.hostname, p.port, timeout=self._timeout)
+                                               context=self._context, blocksize=BLOCK)
+        return http.client.HTTPConnection(p.hostname, p.port, timeout=self._timeout,
+                                          blocksize=BLOCK)
 
     def _request(self, method, op, params=None, body=None, headers=None) -> bytes:
         target = self._base + op + ("?" + urllib.parse.urlencode(params) if params else "")

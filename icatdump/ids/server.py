@@ -475,7 +475,7 @@ class IdsService:
             req.start_reply(206 if offset else 200, "application/octet-stream",
                             max(0, size - offset), _disposition(name))
             if offset < size:
-                self.store.copy_to(location, req.wfile, offset)
+                self.store.copy_to(location, req.output(), offset)
             return None
         if outname:
             name = outname if outname.rpartition(".")[2] == "zip" else outname + ".zip"
@@ -717,6 +717,13 @@ class Request:
                 pass
         except (IdsError, ConnectionError):
             self.h.close_connection = True
+
+    def output(self):
+        """Where a reply's body goes once started: a plain connection's
+        socket itself (``wfile`` buffers nothing in front of it), so that a
+        file can go by ``sendfile``; with TLS ``wfile``, written a block at
+        a time (a TLS socket's ``sendfile`` would send 8 KiB at a time)."""
+        return self.wfile if self.tls else self.h.connection
 
     def start_reply(self, status, ctype, length, disposition=None):
         """Send the status line and headers of a streamed reply; without a
