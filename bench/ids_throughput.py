@@ -120,9 +120,9 @@ def make_set(work: pathlib.Path, sizes: list[int], seed: int) -> pathlib.Path:
     return data
 
 
-def run(cmd, tree: pathlib.Path, cwd: pathlib.Path) -> tuple[float, float]:
+def run(cmd, tree: pathlib.Path, cwd: pathlib.Path) -> tuple[float, float, float]:
     """Run a command in its own process with the icatdump of ``tree``;
-    (seconds, its peak RSS in MiB)."""
+    (seconds, its peak RSS in MiB, its CPU seconds)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryFile() as err:
         start = time.monotonic()
@@ -133,7 +133,7 @@ def run(cmd, tree: pathlib.Path, cwd: pathlib.Path) -> tuple[float, float]:
             err.seek(0)
             raise SystemExit("failed: %s\n%s" % (" ".join(map(str, cmd)),
                                                  err.read().decode(errors="replace")[-2000:]))
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 class Server:
@@ -152,6 +152,11 @@ class Server:
             self.stop()
             raise SystemExit("icatdata serve did not start")
         self.idsurl = self.url[:-len("/ICATService/ICAT")] + "/ids"
+
+    def cpu(self) -> float:
+        """The server's CPU seconds so far (user and system)."""
+        fields = pathlib.Path("/proc/%d/stat" % self.proc.pid).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_mib(self) -> float:
         """The server's peak RSS since it started or since the last reset."""
@@ -195,7 +200,7 @@ def clean(work: pathlib.Path, *names: str) -> None:
 def copy_files(work: pathlib.Path, expected) -> dict:
     """The baseline: the files copied (sendfile, fsync) by a child process."""
     out: dict[str, float] = {}
-    out["copy s"], out["copy rss"] = run([sys.executable, "-c", COPY, str(work / "files"),
+    out["copy s"], out["copy rss"], out["copy cpu"] = run([sys.executable, "-c", COPY, str(work / "files"),
                                           str(work / "copy")], ROOT, work)
     if tree_bytes(work / "copy") != expected:
         raise SystemExit("the copy is not the files")
@@ -208,20 +213,23 @@ def transfer(work: pathlib.Path, data: pathlib.Path, expected, tree: pathlib.Pat
     out: dict[str, float] = {}
     server = Server(work, tree)
     try:
-        out["upload s"], out["upload rss"] = run(
+        cpu = server.cpu()
+        out["upload s"], out["upload rss"], out["upload cpu"] = run(
             [sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w", server.url,
              "--idsurl", server.idsurl, *LOGIN, "-i", str(data), "--upload-datafiles",
              "--datafile-dir", str(work / "files")], tree, work)
         out["server upload rss"] = server.peak_mib()
+        out["server upload cpu"], cpu = server.cpu() - cpu, server.cpu()
         if tree_bytes(work / "ids-data") != expected:
             raise SystemExit("the IDS did not store the files")
         reset = server.reset_peak()
-        out["download s"], out["download rss"] = run(
+        out["download s"], out["download rss"], out["download cpu"] = run(
             [sys.executable, "-m", "icatdump.cli.dump", "-q", "-w", server.url,
              "--idsurl", server.idsurl, *LOGIN, "-f", "XML", "-o", str(work / "dump.xml"),
              "--with-data", str(work / "down")], tree, work)
         # Without a reset the server's peak covers both transfers: an upper bound.
         out["server download rss"] = server.peak_mib()
+        out["server download cpu"] = server.cpu() - cpu
         if not reset:
             print("(the server's peak RSS could not be reset: its download figure "
                   "covers the upload too)")
@@ -244,8 +252,9 @@ def report(total: int, copies: list[dict], runs: dict[str, list[dict]], limit: f
            largest: int) -> int:
     """Print rates, ratios and peaks; 1 if a peak RSS reached ``limit``."""
     copy_s = [c["copy s"] for c in copies]
-    print("copy (baseline)  %s MiB/s  (%s s)" % (spread([total / MIB / s for s in copy_s]),
-                                                 spread(copy_s)))
+    print("copy (baseline)  %s MiB/s  (%s s; CPU %s s)" % (
+        spread([total / MIB / s for s in copy_s]), spread(copy_s),
+        spread([c["copy cpu"] for c in copies])))
     failed = []
     for label, rounds in runs.items():
         print("-- %s" % label)
@@ -255,6 +264,9 @@ def report(total: int, copies: list[dict], runs: dict[str, list[dict]], limit: f
             print("  %-9s %s MiB/s  (%s s); %s/copy ratio %s" % (
                 what, spread([total / MIB / s for s in secs]), spread(secs), what,
                 spread(ratios)))
+            print("  %-9s CPU s: client %s, server %s" % (
+                "", spread([x[what + " cpu"] for x in rounds]),
+                spread([x["server %s cpu" % what] for x in rounds])))
         peaks = {"icatingest --upload-datafiles": "upload rss",
                  "icatdump --with-data": "download rss",
                  "serve during the upload": "server upload rss",
