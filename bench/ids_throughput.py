@@ -305,6 +305,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.files, args.total_mib, args.big_mib = 10, 1 / 16, 1 / 4
+    if args.rounds < 1 or args.files < 0 or args.total_mib < 0 or args.big_mib < 0 \
+            or not (args.files or args.big_mib):
+        ap.error("--rounds must be at least 1, sizes and --files not negative, "
+                 "and there must be a file")
     trees = [ROOT] + [t.resolve() for t in args.compare]
     for tree in trees:
         if not (tree / "icatdump" / "__init__.py").is_file():
