@@ -27,6 +27,7 @@ from icat.exception import (IDSBadRequestError, IDSInsufficientPrivilegesError, 
                             IDSNotFoundError, IDSNotImplementedError, IDSInternalError)
 from icat.ids import DataSelection  # noqa: E402
 
+from icatdump.ids import server as ids_server  # noqa: E402
 from icatdump.soap.server import serve  # noqa: E402
 from icatdump.store import EmbeddedClient, init_catalogue  # noqa: E402
 
@@ -139,6 +140,34 @@ def test_names_beyond_ascii_in_replies(client, data):
     assert reply.read() == b"x" and "X-Injected" not in reply.headers
     zf = zipfile.ZipFile(io.BytesIO(client.ids.getData(DataSelection([data["ds1"]])).read()))
     assert zf.read("ids/F/I/v/ds1/run 1 \u00fc \u65e5\u672c.dat") == content
+
+
+def test_selections_are_read_a_page_at_a_time(client, server, data, monkeypatch):
+    """Every datafile of a selection that spans pages, and no search past a
+    last page that is not full (one that is full needs one more to know)."""
+    monkeypatch.setattr(ids_server, "PAGE", 2)
+    five = [put(client, data, "f%d" % i, b"x" * i) for i in range(1, 6)]
+    four = [put(client, data, "g%d" % i, b"y" * i, ds="ds2") for i in range(1, 5)]
+    catalogue = server.ids.icat.client
+    searches = []
+    real = catalogue.search
+
+    def search(query, *args, **kwargs):
+        if str(query).startswith("SELECT df.id FROM Datafile df") and "LIMIT" in str(query):
+            searches.append(query)      # a page of a selection's datafile ids
+        return real(query, *args, **kwargs)
+    monkeypatch.setattr(catalogue, "search", search)
+    for made, ds in ((five, "ds1"), (four, "ds2")):
+        searches.clear()
+        assert client.ids.getDatafileIds(DataSelection([data[ds]])) == [df.id for df in made]
+        assert len(searches) == 3, searches     # pages of 2, 2, 1 and of 2, 2, 0
+    searches.clear()
+    assert sorted(client.ids.getDatafileIds(DataSelection([data["inv"]]))) == \
+        sorted(df.id for df in five + four)
+    assert len(searches) == 5, searches         # pages of 2, 2, 2, 2 and 1
+    searches.clear()
+    assert client.ids.getData(DataSelection([five[2]])).read() == b"xxx"
+    assert len(searches) == 1, searches
 
 
 def test_prepare_size_status_ids(client, data):

@@ -251,16 +251,19 @@ class IdsService:
 
     def _datafile_ids(self, user, sel: Selection):
         """The ids of the selection's Datafiles ``user`` may read, in id
-        order, a page (one search) at a time."""
+        order, a page (one search) at a time.  A page that is not full is
+        the last (the catalogue applies the user's rules before the LIMIT),
+        so a request needs no search that finds nothing."""
         client = self.icat.client
         last = 0
         while True:
             page = self._catalogue(user, client.search, "SELECT df.id " + _SELECTED % (
                 "%s AND df.id > %d" % (sel.condition(), last)) + " ORDER BY df.id LIMIT 0, %d"
                 % PAGE)
-            if not page:
+            if page:
+                yield page
+            if len(page) < PAGE:
                 return
-            yield page
             last = page[-1]
 
     def _id_pages(self, user, what):
