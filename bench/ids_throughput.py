@@ -15,12 +15,16 @@ Generates a set of files (``--files`` of mixed sizes totalling
 Each is timed as a whole command (start-up, login and catalogue calls
 included: what a user waits for).  Printed: MiB/s of each, the ratios
 upload/copy and download/copy (medians over the rounds, with the range),
-the peak RSS of each client (``wait4``) and of the server during the upload
-and during the download (``VmHWM`` of its ``/proc`` status, reset in
-between).  Exit status 1 if any peak RSS reaches ``--max-rss-mib`` (100).
+CPU seconds of client and server (steadier than wall time on a busy
+machine), the peak RSS of each client (``wait4``) and of the server during
+the upload and during the download (``VmHWM`` of its ``/proc`` status,
+reset in between).  Exit status 1 if any peak RSS reaches
+``--max-rss-mib`` (100).  The commands run the icatdump of this checkout
+(``PYTHONPATH``), and with ``--compare TREE`` also that of another
+checkout, in the same rounds: a before/after in one run.
 
     python bench/ids_throughput.py                 # 200 files, 500 MiB, + 1 GiB
-    python bench/ids_throughput.py --rounds 3
+    python bench/ids_throughput.py --rounds 3 --compare /tmp/before
     python bench/ids_throughput.py --quick         # a few KiB: does it run at all
 """
 
