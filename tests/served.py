@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 from icatdump.store import init_catalogue
 
@@ -64,3 +65,19 @@ def logged_in(served):
         yield client
     finally:
         client.logout()
+
+
+def kill_when(cmd, reached, timeout=120) -> bool:
+    """Run ``cmd`` and kill it with SIGKILL as soon as ``reached()`` is
+    true; whether it was killed (False: it ended first)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    killed = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        if reached():
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    return killed

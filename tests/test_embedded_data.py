@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import zlib
 
 import pytest
@@ -25,6 +24,7 @@ from lxml import etree
 
 from icatdump.store import EmbeddedClient, init_catalogue
 
+from served import kill_when
 from test_ids_ingest import make_upload_set, stored
 
 DATAFILES = 11
@@ -267,16 +267,8 @@ def test_killed_during_uploads_then_ignore_ends_as_a_clean_run(tmp_path):
     args = ("--duplicate", "IGNORE", "--commit-size", "1")
     kills = 0
     for at in (2, 5, 8):
-        proc = subprocess.Popen(ingest_cmd(cat, src, ddir, *args), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if data_dir(cat).is_dir() and len(stored(data_dir(cat))) >= at:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-                break
-            time.sleep(0.002)
-        proc.wait(timeout=60)
+        kills += kill_when(ingest_cmd(cat, src, ddir, *args),
+                           lambda: data_dir(cat).is_dir() and len(stored(data_dir(cat))) >= at)
         for df in catalogue(cat):
             assert (data_dir(cat) / df["location"]).is_file(), df["name"]
     assert kills >= 2, "the ingest ran to its end before it could be killed"

@@ -12,10 +12,8 @@ tell apart).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import zlib
 
 import pytest
@@ -27,7 +25,7 @@ from icat.ids import DataSelection  # noqa: E402
 from icatdump.store import init_catalogue  # noqa: E402
 
 from conftest import python_icat_sdist  # noqa: E402
-from served import dump_cmd, ingest, ingest_cmd, logged_in, serving  # noqa: E402
+from served import dump_cmd, ingest, ingest_cmd, kill_when, logged_in, serving  # noqa: E402
 
 EXAMPLE = python_icat_sdist() / "doc" / "examples" / "icatdump-6.2.xml"
 DATAFILES = 11
@@ -213,16 +211,7 @@ def test_killed_during_uploads_then_ignore_ends_with_each_file_once(served, pyic
             "--duplicate", "IGNORE")
     kills = 0
     for at in (2, 6, 9):
-        proc = subprocess.Popen(ingest_cmd(served, *args), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if len(stored(data_dir)) >= at:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-                break
-            time.sleep(0.002)
-        proc.wait(timeout=60)
+        kills += kill_when(ingest_cmd(served, *args), lambda: len(stored(data_dir)) >= at)
         # No Datafile without its file, whatever point the kill hit.
         for df in datafiles(pyicat):
             assert (data_dir / df.location).is_file(), df.name
