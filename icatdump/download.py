@@ -7,7 +7,7 @@ catalogue and IDS together, and two datafiles of one name never collide.
 
 The content comes from the embedded catalogue's own data directory
 (``<catalogue>.data``, the local IDS's files) or from the server's IDS
-(``--idsurl``; the datafile is found by its location, one search each).
+(``--idsurl``; by the Datafile's id, which the dump read with it).
 A file is written under a temporary name and renamed when complete, and
 its size and CRC32 checksum are compared with what the catalogue records
 (a checksum only when it is a CRC32 as IDS writes it): a mismatch is an
@@ -26,20 +26,20 @@ from pathlib import Path
 from .errors import DataFileError
 from .ids.store import (BadLocation, blocks_of, checksum_text, copy_counted, counted,
                         location_path, recorded_crc)
-from .query import literal
 
 
 class DataSaver:
     """Wraps a writer's ``write_record``: each Datafile's content goes to ``out_dir``.
 
     ``source``: a directory (an embedded catalogue's data directory, read
-    only) or an :class:`~icatdump.ids.client.IdsClient` used with ``client``.
+    only) or the :class:`~icatdump.ids.client.IdsClient` of the dumped
+    catalogue's IDS.
     """
 
-    def __init__(self, writer, out_dir, source, client=None):
+    def __init__(self, writer, out_dir, source):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.source, self.client = source, client
+        self.source = source
         self.files = self.bytes = 0
         #: Files found in place already, right by size and checksum.
         self.kept = 0
@@ -52,12 +52,12 @@ class DataSaver:
 
     def _record(self, key, record):
         if record.type.name == "Datafile":
-            self._save(key, dict(record.attrs))
+            self._save(key, dict(record.attrs), record.id)
         for _, items in record.children:
             for child in items:
                 self._record(key, child)
 
-    def _save(self, key, attrs):
+    def _save(self, key, attrs, id: int | None):
         location = attrs.get("location")
         if not location:
             return
@@ -74,7 +74,7 @@ class DataSaver:
         tmp = target.with_name(".%s.%s.part" % (target.name, uuid.uuid4().hex[:8]))
         try:
             with open(tmp, "wb") as out:
-                got, got_crc = self._fetch(key, location, out)
+                got, got_crc = self._fetch(key, location, id, out)
                 out.flush()
                 os.fsync(out.fileno())
             problems = []
@@ -93,7 +93,9 @@ class DataSaver:
         self.files += 1
         self.bytes += got
 
-    def _fetch(self, key, location, out) -> tuple[int, int]:
+    def _fetch(self, key, location, id: int | None, out) -> tuple[int, int]:
+        """The content into ``out``: from the data directory by location, or
+        from the IDS by the Datafile's id, as the dump read it."""
         if isinstance(self.source, Path):
             try:
                 src = open(location_path(self.source, location), "rb")
@@ -102,12 +104,7 @@ class DataSaver:
                                     key=key) from None
             with src:
                 return copy_counted(blocks_of(src), out)
-        ids = self.client.search("SELECT df.id FROM Datafile df WHERE df.location = %s"
-                                 % literal(location))
-        if len(ids) != 1:
-            raise DataFileError("%d datafiles have the location %s" % (len(ids), location),
-                                key=key)
-        return self.source.get_data(ids[0], out)
+        return self.source.get_data(id, out)
 
 
 

@@ -866,4 +866,4 @@ class DumpFileWriter:
                     items = sorted(items, key=lambda c: c.sortkey(memo))
                 children.append((n, [self._record(c, keyindex, f.mapped_by, memo)
                                      for c in items]))
-        return Record(etype, attrs, refs, children)
+        return Record(etype, attrs, refs, children, obj.id)

@@ -18,8 +18,13 @@ class Record:
     ``attrs``: ``(name, value)`` sorted by name, None left out, values as
     Python values.  ``refs``: ``(name, key)`` sorted by name.  ``children``:
     ``(relation, [Record, ...])`` sorted by name, items in python-icat's order.
+    ``id``: the object's id in the catalogue it was read from, if known --
+    never written to a file (ids are not portable), but what a step beside
+    the writer needs to ask that catalogue about it again (``--with-data``
+    fetches a Datafile's content by its id).
     """
     type: EntityType
     attrs: list
     refs: list
     children: list
+    id: int | None = None

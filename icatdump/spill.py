@@ -86,14 +86,15 @@ def _entries(f) -> Iterator[tuple]:
 def plain_record(record: Record) -> tuple:
     """A record as plain data (its type by name), for a spilled run."""
     return (record.type.name, record.attrs, record.refs,
-            [(rel, [plain_record(c) for c in items]) for rel, items in record.children])
+            [(rel, [plain_record(c) for c in items]) for rel, items in record.children],
+            record.id)
 
 
 def record_from_plain(plain: tuple, schema) -> Record:
-    name, attrs, refs, children = plain
+    name, attrs, refs, children, id = plain
     return Record(schema[name], attrs, refs,
                   [(rel, [record_from_plain(c, schema) for c in items])
-                   for rel, items in children])
+                   for rel, items in children], id)
 
 
 def plain_entity(obj: Entity) -> tuple:

@@ -25,7 +25,7 @@ from icat.ids import DataSelection  # noqa: E402
 from icatdump.store import init_catalogue  # noqa: E402
 
 from conftest import python_icat_sdist  # noqa: E402
-from served import dump_cmd, ingest, ingest_cmd, kill_when, logged_in, serving  # noqa: E402
+from served import dump, dump_cmd, ingest, ingest_cmd, kill_when, logged_in, serving  # noqa: E402
 
 EXAMPLE = python_icat_sdist() / "doc" / "examples" / "icatdump-6.2.xml"
 DATAFILES = 11
@@ -278,3 +278,31 @@ def test_dump_with_data_refuses_a_damaged_file(served, pyicat, tmp_path):
     assert not out.exists()
     assert not any(p.name.endswith(".part") for p in saved.rglob("*"))
     assert not (saved / df.location).exists()
+
+
+def test_dump_with_data_asks_the_catalogue_nothing_more(tmp_path):
+    """--with-data fetches each file by the id of the Datafile the dump has
+    just read: the catalogue gets the dump's own searches and no more
+    (before, one search per file found its id by its location)."""
+    from icatdump.soap.server import serve
+    from icatdump.store import EmbeddedClient
+    path = tmp_path / "c.sqlite"
+    init_catalogue(str(path), "6.2")
+    srv = serve(lambda: EmbeddedClient(str(path)), accounts={"root": "secret"},
+                data_dir=tmp_path / "c.data")
+    try:
+        served = (srv.url, srv.url[:-len("/ICATService/ICAT")] + "/ids", tmp_path / "c.data")
+        src, ddir, files = make_upload_set(tmp_path)
+        assert ingest(served, "-i", str(src), "--upload-datafiles", "--datafile-dir",
+                      str(ddir)).returncode == 0
+        searches = []
+        for extra in ((), ("--with-data", str(tmp_path / "saved"))):
+            before = srv.service.calls["search"]
+            proc = dump(served, "-o", str(tmp_path / "d.xml"), *extra)
+            assert proc.returncode == 0, proc.stderr
+            searches.append(srv.service.calls["search"] - before)
+        assert searches[0] == searches[1] > 0
+        assert sorted(p.read_bytes() for p in (tmp_path / "saved").rglob("*")
+                      if p.is_file()) == sorted(files.values())
+    finally:
+        srv.shutdown()

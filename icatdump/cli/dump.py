@@ -89,7 +89,7 @@ def _data_saver(writer, data_dir, client, cfg) -> DataSaver:
     from ..soap.client import ssl_context
     ids = IdsClient(cfg.idsurl, lambda: client.session_id, ssl_context(cfg))
     ids.version()
-    return DataSaver(writer, data_dir, ids, client)
+    return DataSaver(writer, data_dir, ids)
 
 
 #: python-icat's icatdump.py variables besides the connection's.
