@@ -414,6 +414,20 @@ def test_rule_updates_are_checked_too(embedded):
     assert embedded.search("SELECT r.crudFlags FROM Rule r") == ["U"]
 
 
+def test_rule_flags_are_stored_upper_cased_and_trimmed(embedded):
+    """As icat.server's Rule.fixup stores them, on create (one object and
+    many) and on update; the object sent keeps what it was given."""
+    one = embedded.new("Rule", crudFlags=" cr ", what="Facility")
+    embedded.create(one)
+    embedded.create_many([embedded.new("Rule", crudFlags="d", what="Dataset"),
+                          embedded.new("Rule", crudFlags="U", what="Datafile")])
+    assert one.values["crudFlags"] == " cr "
+    assert embedded.search("SELECT r.crudFlags FROM Rule r ORDER BY r.id") == ["CR", "D", "U"]
+    one.values["crudFlags"] = "ru\t\x01"      # Java's trim(): all up to U+0020
+    embedded.update(one)
+    assert embedded.search("SELECT r.crudFlags FROM Rule r WHERE r.id = %d" % one.id) == ["RU"]
+
+
 def test_good_rules_of_every_form_are_accepted(embedded):
     f = embedded.new("Facility", name="F")
     g = embedded.new("Grouping", name="g")

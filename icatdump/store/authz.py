@@ -91,12 +91,17 @@ def to_jpql(what: str, schema) -> str:
     return concise.search_text(text, schema)
 
 
+#: What Java's ``String.trim()`` removes from both ends: every character up
+#: to U+0020 (Python's ``strip()`` removes other ones).
+_JAVA_TRIMMED = "".join(map(chr, range(0x21)))
+
+
 def check_flags(flags: str) -> str:
     """``crudFlags`` as icat.server's ``Rule.fixup`` reads them: upper-cased,
     trimmed, letters of CRUD only.  Its message names the flag field ``c``
     (whether a C came before the bad letter), not the letter, and so does
     this one."""
-    flags = flags.upper().strip()
+    flags = flags.upper().strip(_JAVA_TRIMMED)
     seen_c = False
     for ch in flags:
         if ch not in "CRUD":
@@ -200,16 +205,19 @@ def _unexpected(tokens, i: int, what: str) -> str:
     return "%s at token %s in %s< %s > %s" % (what, at, before, at, after)
 
 
-def check_rule_object(values: dict, schema) -> None:
+def check_rule_object(values: dict, schema) -> dict:
     """A Rule object's ``crudFlags`` and ``what`` as icat.server's
-    ``Rule.fixup`` checks them when it is written (BAD_PARAMETER)."""
-    parse_rule(values.get("what"), values.get("crudFlags"), schema)
+    ``Rule.fixup`` checks them when it is written (BAD_PARAMETER); the
+    flags are stored as it stores them, upper-cased and trimmed."""
+    rule = parse_rule(values.get("what"), values.get("crudFlags"), schema)
+    return {"crudFlags": rule.flags} if rule.flags != values.get("crudFlags") else {}
 
 
 #: The checks icat.server makes of one object of a type beyond its fields,
 #: after them (its ``preparePersist``/``postMergeFixup``), by entity name:
-#: ``check(values, schema)`` raises the fault.  The store's writer runs them
-#: on create and update, ``icatdata check`` on every object of a file.
+#: ``check(values, schema)`` raises the fault, or returns the fields whose
+#: value icat.server stores changed (``{}``: none).  The store's writer runs
+#: them on create and update, ``icatdata check`` on every object of a file.
 OBJECT_CHECKS = {"Rule": check_rule_object}
 
 

@@ -83,11 +83,11 @@ class RowBuilder:
         data_cols = list(etype.attrs) + list(etype.ones)
         self.update = "UPDATE %s SET %s WHERE id = ?" % (
             q(name), ", ".join("%s = ?" % q(c) for c in ["modId", "modTime"] + data_cols))
-        pos = {c: i for i, c in enumerate(cols)}
+        pos = self.pos = {c: i for i, c in enumerate(cols)}
         self.constraint = [(c, pos[c], etype.fields[c]) for c in etype.constraint]
         self.param = PARAMETER_PARENTS.get(name)
         #: A check of the whole object after its fields (``authz.OBJECT_CHECKS``).
-        self.check: Callable[[Entity], None] | None = None
+        self.check: Callable[[Entity], dict] | None = None
         self.type_pos = pos.get("type")
         # For quick_row: the data columns as a template (defaults filled in),
         # where each field goes, and the columns that must not stay empty.
@@ -170,6 +170,13 @@ class RowBuilder:
             if row[pos] is None:
                 return self.row(ent, new_id, stamp, user, parent_field, parent_id, assigned, refs)
         return row
+
+    def checked(self, ent, row: list) -> None:
+        """Run the object's check (raising its fault) on a built ``row``;
+        store the values it changes as icat.server stores them."""
+        if self.check is not None:
+            for name, value in self.check(ent).items():
+                row[self.pos[name]] = value
 
     def row(self, ent, new_id, stamp, user, parent_field, parent_id, assigned, refs) -> list:
         values = ent.values
@@ -427,9 +434,9 @@ class Writer:
         rows = defaultdict(list)
         refs = defaultdict(set)
         for ent, b, pfield, pid, offset, nid in nodes:
-            rows[b].append(b.quick_row(ent, nid, stamp, user, pfield, pid, assigned, refs))
-            if b.check is not None:
-                b.check(ent)
+            row = b.quick_row(ent, nid, stamp, user, pfield, pid, assigned, refs)
+            b.checked(ent, row)
+            rows[b].append(row)
         for b, brows in rows.items():
             self.conn.executemany(b.insert, brows)
         self.check_refs(refs)
@@ -448,8 +455,7 @@ class Writer:
                 while i < n and nodes[i][4] == offset:
                     ent, b, pfield, pid, _, nid = nodes[i]
                     row = b.row(ent, nid, stamp, user, pfield, pid, assigned, refs)
-                    if b.check is not None:
-                        b.check(ent)
+                    b.checked(ent, row)
                     try:
                         self.conn.execute(b.insert, row)
                     except sqlite3.IntegrityError:
@@ -498,8 +504,7 @@ class Writer:
                 raise NoSuchObjectError("%s[id:%d] not found." % (b.name, ent.id))
             refs: defaultdict[str, set] = defaultdict(set)
             row = b.row(ent, ent.id, now_sql(), user, None, None, {}, refs)
-            if b.check is not None:
-                b.check(ent)
+            b.checked(ent, row)
             try:
                 self.conn.execute(b.update, row[3:5] + row[5:] + [ent.id])
             except sqlite3.IntegrityError:
