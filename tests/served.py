@@ -17,11 +17,14 @@ LOGIN = ("-a", "simple", "-u", "root", "-p", "secret")
 
 
 @contextlib.contextmanager
-def serving(path):
-    """``icatdata serve`` on a fresh catalogue at ``path``:
-    ``(ICAT URL, IDS URL, data dir)``; stopped with Ctrl-C at the end."""
-    init_catalogue(str(path), "6.2")
-    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", str(path)],
+def serving(path, *options, new=True):
+    """``icatdata serve`` on a fresh catalogue at ``path`` (with ``new``,
+    else on the one there) with ``options``: ``(ICAT URL, IDS URL, data
+    dir)``; stopped with Ctrl-C at the end."""
+    if new:
+        init_catalogue(str(path), "6.2")
+    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", *options,
+                             str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
