@@ -1,6 +1,6 @@
 """XML data files, read and written as python-icat 1.7.0 does (ICAT-FACTS §5.2).
 
-Reading streams over the ``<data>`` chunks with ``lxml.etree.iterparse`` and
+Reading streams over the ``<data>`` chunks with lxml's pull parser and
 throws each chunk away once it is parsed, so memory is bounded by the
 largest chunk, not the file.  The parser is locked down: no entity
 expansion, no DTD loading, no network; a document that declares a DOCTYPE
@@ -57,10 +57,10 @@ class XMLDumpFileReader(DumpFileReader):
         source = _MeasuredInput(self.infile, self.name,
                                limits.value_size(self.max_value_size),
                                limits.chunk_size(self.max_chunk_size))
-        context = etree.iterparse(source, events=("end",), tag="data", **_PARSER_OPTIONS)
+        parsed = _ParsedChunks(source)
         checked = False
         try:
-            for _, data in context:
+            for data in parsed:
                 if not checked:
                     _refuse_doctype(data)
                     checked = True
@@ -76,7 +76,7 @@ class XMLDumpFileReader(DumpFileReader):
                 while data.getprevious() is not None:
                     del parent[0]
             # A document without chunks must still be an ICAT data file.
-            _check_root(context.root)
+            _check_root(parsed.root)
         except etree.XMLSyntaxError as exc:
             raise DataFileError("XML syntax error: %s" % exc.msg,
                                 line=exc.lineno or None) from None
@@ -142,6 +142,48 @@ class XMLDumpFileReader(DumpFileReader):
 def _given_twice(name, tag, sub, key):
     """A one-value field written twice: which one was meant is not known."""
     raise DataFileError("<%s> given twice in <%s>" % (name, tag), line=sub.sourceline, key=key)
+
+
+class _ParsedChunks:
+    """The ``<data>`` elements of ``source`` in the order the parser
+    completes them; ``root`` once the input has ended.
+
+    The parser is fed by hand (what iterparse does inside) for one reason:
+    when a block holds the end of a chunk and, after it, a syntax error,
+    lxml 6.2's iterparse raises the error at once and the chunk is never
+    handed out, so the error was blamed on the chunk before it and the
+    good chunk lost.  A pull parser keeps the events it made before the
+    error: they are handed out first, the error raised after them.
+    """
+
+    #: The bytes read per feed, as iterparse reads them.
+    BLOCK = 1 << 15
+
+    def __init__(self, source):
+        self._source = source
+        self._parser = etree.XMLPullParser(events=("end",), tag="data", **_PARSER_OPTIONS)
+        self.root = None
+
+    def __iter__(self):
+        parser, failure, ended = self._parser, None, False
+        while not ended:
+            block = self._source.read(self.BLOCK)
+            ended = not block
+            try:
+                if ended:
+                    self.root = parser.close()
+                else:
+                    parser.feed(block)
+            except etree.XMLSyntaxError as exc:
+                if ended:
+                    # A document cut short: the parser ends the elements
+                    # still open, and their end events are no chunks.
+                    raise
+                failure = exc
+            for _, data in parser.read_events():
+                yield data
+            if failure is not None:
+                raise failure
 
 
 class _MeasuredInput:
