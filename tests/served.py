@@ -16,6 +16,20 @@ from icatdump.store import init_catalogue
 LOGIN = ("-a", "simple", "-u", "root", "-p", "secret")
 
 
+def start_serve(path, *options) -> tuple[subprocess.Popen, str]:
+    """``icatdata serve`` on the catalogue at ``path`` with ``options``,
+    once it accepts requests: ``(process, ICAT URL)``."""
+    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", *options,
+                             str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    if not url.endswith("/ICATService/ICAT"):
+        proc.kill()
+        proc.wait(timeout=30)
+        raise AssertionError(proc.stderr.read())
+    return proc, url
+
+
 @contextlib.contextmanager
 def serving(path, *options, new=True):
     """``icatdata serve`` on a fresh catalogue at ``path`` (with ``new``,
@@ -23,12 +37,8 @@ def serving(path, *options, new=True):
     dir)``; stopped with Ctrl-C at the end."""
     if new:
         init_catalogue(str(path), "6.2")
-    proc = subprocess.Popen([sys.executable, "-m", "icatdump.cli.data", "serve", "-q", *options,
-                             str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, url = start_serve(path, *options)
     try:
-        url = proc.stdout.readline().strip()
-        assert url.endswith("/ICATService/ICAT"), proc.stderr.read()
         yield url, url[:-len("/ICATService/ICAT")] + "/ids", pathlib.Path(str(path) + ".data")
     finally:
         proc.send_signal(signal.SIGINT)

@@ -36,7 +36,7 @@ import uuid
 import zipfile
 
 from ..client import IcatError
-from .local import put_datafile
+from .local import UploadJournal, put_datafile
 from .store import BLOCK, BadLocation, FileStore
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,16 @@ class IdsService:
         self.readonly = readonly
         self.prepared_dir = store.root / ".prepared"
         self.prepared_dir.mkdir(exist_ok=True)
+        # Each create commits at once: a location settles when put or
+        # delete is done with it.  The sweep runs before any request.
+        self.journal = UploadJournal(
+            store, lambda jpql: icat._call(None, icat.client.search, jpql), settles=True)
+        self.journal.sweep()
+
+    def close(self) -> None:
+        """The server stops: its journal goes, unless a put or delete is
+        still in flight (then the next start sweeps it)."""
+        self.journal.close()
 
     # -- the one place for authorization ------------------------------------------
     def authorize(self, user: str | None, sel: Selection, access: str = "READ") -> Selection:
@@ -390,16 +400,12 @@ class IdsService:
         sel = self.authorize(user, Selection(params))
         prepared_id = str(uuid.uuid4())
         head = {"zip": _flag(params, "zip") or sel.must_zip(), "compress": _flag(params, "compress")}
-        tmp = self.store.tmp / prepared_id
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(head) + "\n")
-                for ids in self._datafile_ids(user, sel):
-                    f.write(json.dumps(ids) + "\n")
+        with self.store.temporary() as (tmp, f):
+            f.write(json.dumps(head).encode("utf-8") + b"\n")
+            for ids in self._datafile_ids(user, sel):
+                f.write(json.dumps(ids).encode("utf-8") + b"\n")
+            f.flush()
             tmp.replace(self.prepared_dir / prepared_id)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return prepared_id
 
     def op_isPrepared(self, req, params):
@@ -423,18 +429,23 @@ class IdsService:
         sel = self.authorize(user, Selection(params), "DELETE")
         client = self.icat.client
         while True:
-            # The catalogue objects go first: a crash in between leaves a
-            # stray file, never a Datafile without its file.
+            # The catalogue objects go first, their locations journaled: a
+            # crash in between leaves a file that the next start's sweep
+            # removes, never a Datafile without its file.
             page = next(self._datafiles(user, sel, include=False), [])
             if not page:
                 return None
-            self._catalogue(user, client.delete_many, page)
-            for df in page:
-                if df.values.get("location"):
+            locations = [df.values["location"] for df in page if df.values.get("location")]
+            self.journal.note(*locations)
+            try:
+                self._catalogue(user, client.delete_many, page)
+                for location in locations:
                     try:
-                        self.store.delete(df.values["location"])
+                        self.store.delete(location)
                     except BadLocation:
                         pass        # never ours: nothing to remove
+            finally:
+                self.journal.settle(*locations)
 
     def op_put(self, req, params):
         if self.readonly:
@@ -453,7 +464,7 @@ class IdsService:
         fmt = self._catalogue(user, client.get, "DatafileFormat", format_id)
         try:
             df_id, crc = put_datafile(
-                self.store, client, lambda df: self._catalogue(user, client.create, df),
+                self.journal, client, lambda df: self._catalogue(user, client.create, df),
                 self.store.new_location(dataset_id), req.body_blocks(), name, dataset, fmt,
                 params.get("description"), params.get("doi"), times)
         except BadLocation as exc:

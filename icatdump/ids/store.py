@@ -6,14 +6,18 @@ or not at all) are the store's alone, whatever the HTTP side does.
 
 A file is written under a temporary name in ``.tmp/`` of the data directory,
 flushed to disk and renamed into place, so a crash leaves either nothing or
-the whole file; temporaries left by a killed server are removed when the
-store is opened.  Size and checksum are computed while the bytes go by:
+the whole file.  A temporary is :func:`owned`: its writer holds an
+``flock`` on it, which the kernel drops however the writer ends, so when
+a store is opened the temporaries that no live process holds, those of a
+killed server or ingest, are removed (:func:`abandoned`) and those another
+process is still writing stay.  Size and checksum are computed while the bytes go by:
 ``crc32`` as ids.server computes it (``java.util.zip.CRC32``, reported as
 ``Long.toHexString``: lower-case hex without leading zeros).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,6 +25,14 @@ import socket
 import uuid
 import zlib
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:     # not POSIX: no owners known, every file counts as abandoned
+    fcntl = None        # type: ignore[assignment]
+
+from ..store.lock import still_named
 
 #: Bytes read or written at a time: memory per transfer is about this much.
 BLOCK = 64 * 1024
@@ -87,6 +99,46 @@ def location_path(root, location: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+def owned(path) -> IO[bytes]:
+    """Create the file ``path`` (it must not exist) for reading and writing,
+    binary, and hold an ``flock`` on it for as long as it is open, so that
+    :func:`abandoned` leaves it alone.  Should a sweep take the new file
+    before its lock (it then removes it), it is created again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        if fcntl is None:
+            return os.fdopen(fd, "r+b")
+        fcntl.flock(fd, fcntl.LOCK_EX)      # waits only for a sweep that removes it
+        if still_named(path, fd):
+            return os.fdopen(fd, "r+b")
+        os.close(fd)
+
+
+def abandoned(paths):
+    """The files among ``paths`` that no process holds (see :func:`owned`),
+    each as ``(path, file open for reading)`` under a lock of its own;
+    a file is removed once the caller has asked for the next one (or the
+    loop has ended), so one that a failure interrupted stays for a next
+    sweep.  Absent files and directories are passed over."""
+    for path in paths:
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue        # its writer is alive
+                if not still_named(path, f.fileno()):
+                    continue        # replaced or removed by its owner meanwhile
+            yield Path(path), f
+            Path(path).unlink(missing_ok=True)
+        finally:
+            f.close()
+
+
 class FileStore:
     """Files under ``root``, addressed by a relative location ``a/b/c``."""
 
@@ -94,8 +146,8 @@ class FileStore:
         self.root = Path(root)
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for stale in self.tmp.iterdir():
-            stale.unlink(missing_ok=True)
+        for _ in abandoned(sorted(self.tmp.iterdir())):
+            pass                    # an interrupted write's: removed
 
     def path(self, location: str) -> Path:
         """The file of ``location`` (see :func:`location_path`)."""
@@ -112,18 +164,26 @@ class FileStore:
         target = self.path(location)
         if target.exists():
             raise FileExistsError("a file is stored at %s already" % location)
-        tmp = self.tmp / uuid.uuid4().hex
-        try:
-            with open(tmp, "wb") as out:
-                size, crc = copy_counted(blocks, out)
-                out.flush()
-                os.fsync(out.fileno())
+        with self.temporary() as (tmp, out):
+            size, crc = copy_counted(blocks, out)
+            out.flush()
+            os.fsync(out.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return size, crc
+
+    @contextlib.contextmanager
+    def temporary(self):
+        """``(path, binary file)``: a new :func:`owned` file in ``.tmp/``
+        to rename into place before the block ends; removed if it is
+        still there when the block ends (an error, or not renamed)."""
+        tmp = self.tmp / uuid.uuid4().hex
+        out = owned(tmp)
+        try:
+            with out:
+                yield tmp, out
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def open(self, location: str):
         """The stored file, opened for reading (FileNotFoundError if absent)."""

@@ -800,6 +800,8 @@ class IcatServer(ThreadingHTTPServer):
         self._closing = True
         self.service_actions()
         self.server_close()
+        if self.ids is not None:
+            self.ids.close()
         self.service.close()
 
     def __enter__(self):
@@ -851,7 +853,11 @@ def serve(client, host: str = "127.0.0.1", port: int = 0,
         service.close()
         raise
     if data_dir is not None:
-        server.ids = ids_server.IdsService(service, FileStore(data_dir))
+        try:
+            server.ids = ids_server.IdsService(service, FileStore(data_dir))
+        except BaseException:
+            server.shutdown()
+            raise
     return server.start()
 
 

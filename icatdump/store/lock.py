@@ -25,6 +25,16 @@ from ..errors import CatalogueBusy, CatalogueError
 from .catalogue import writable
 
 
+def still_named(path, fd: int) -> bool:
+    """Whether ``path`` names the open file ``fd``: an flock taken after
+    an open may be on a file that another process removed in between, a
+    lock on a name nobody sees any more."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,11 +80,7 @@ class WriteLock:
                     % (self.path[:-5], " (pid %d)" % pid if pid else "")) from None
             # The previous owner may have removed the file between our open
             # and our lock: then we hold a lock on a name nobody sees.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
+            if still_named(self.path, fd):
                 break
             os.close(fd)
         pid = _read_pid(fd)
