@@ -218,6 +218,8 @@ def test_errors(client, server, data):
         ids.put(io.BytesIO(b"z"), "z.dat", 999999, data["fmt"].id)
     ids.sessionId = "11111111-2222-3333-4444-555555555555"
     with pytest.raises(IDSInsufficientPrivilegesError):
+        ids.getDatafileIds(DataSelection([a]))
+    with pytest.raises(IDSInternalError):       # ids.server's getSize of one id
         ids.getSize(DataSelection([a]))
     ids.sessionId = "not-a-uuid"
     with pytest.raises(IDSBadRequestError, match="sessionId"):
@@ -251,6 +253,90 @@ def test_raw_http_codes_and_bodies(server, client, data):
                         % (sid, data["ds1"].id, data["fmt"].id), b"abc")
     assert status == 201
     assert json.loads(body)["checksum"] == zlib.crc32(b"abc")
+
+
+def http_call(base, method, path, body=None):
+    """``(status, JSON body or text)`` of one request to the IDS at ``base``."""
+    req = urllib.request.Request(base + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def test_an_unknown_session_is_answered_as_ids_server_does(server, client, data):
+    """ids.server (IdsBean.java, DataSelection.java) checks a sessionId's
+    form first, then the other parameters, and meets an unknown or
+    expired session at its first ICAT call, reported as that call's
+    errors are: 403 but for getSize of one id (500), and archive and
+    restore of a single-level IDS ask ICAT nothing (501)."""
+    a = put(client, data, "a.dat", b"x")
+    b = put(client, data, "b.dat", b"y")
+    gone = icat.Client(server.url + "?wsdl", idsurl=server.ids_url)
+    gone.login("simple", {"username": "root", "password": "secret"})
+    expired = gone.sessionId
+    gone.logout()
+    unknown = "11111111-2222-3333-4444-555555555555"
+    message = "Unable to find user by sessionid: "
+    for sid in (unknown, expired):
+        def call(method, op, **params):
+            query = urllib.parse.urlencode(dict(params, sessionId=sid))
+            if method == "POST":
+                return http_call(server.ids_url, method, "/" + op, query.encode())
+            return http_call(server.ids_url, method, "/%s?%s" % (op, query),
+                             b"abc" if method == "PUT" else None)
+        refused = (403, {"code": "InsufficientPrivilegesException", "message": message + sid})
+        internal = (500, {"code": "InternalException", "message": "SESSION " + message + sid})
+        assert call("GET", "getSize", datafileIds=a.id) == internal
+        assert call("GET", "getSize", datasetIds=data["ds1"].id) == internal
+        assert call("GET", "getSize", datafileIds="%d,%d" % (a.id, b.id)) == refused
+        for method, op in (("GET", "getData"), ("GET", "getDatafileIds"), ("GET", "getStatus"),
+                           ("POST", "prepareData"), ("POST", "reset"), ("POST", "write"),
+                           ("DELETE", "delete")):
+            assert call(method, op, datafileIds=a.id) == refused, op
+        for op in ("archive", "restore"):
+            assert call("POST", op, datafileIds="x")[0] == 501
+        assert call("PUT", "put", name="n", datasetId=data["ds1"].id,
+                    datafileFormatId=data["fmt"].id) == refused
+        assert call("GET", "getServiceStatus") == refused
+        # The other parameters are checked before the session.
+        assert call("GET", "getSize", datafileIds="1,x")[0] == 400
+        assert call("PUT", "put", name="n", datasetId=1) == (400, {
+            "code": "BadRequestException", "message": "The datafileFormatId parameter must be set"})
+    assert http_call(server.ids_url, "GET", "/getSize?datafileIds=1") == (400, {
+        "code": "BadRequestException", "message": "The sessionId parameter 'null' is not a valid UUID"})
+    # getServiceStatus asks ICAT at once, without looking at the form.
+    assert http_call(server.ids_url, "GET", "/getServiceStatus?sessionId=x") == (403, {
+        "code": "InsufficientPrivilegesException", "message": message + "x"})
+    assert stored_files(server) == sorted([a.location, b.location])
+    assert client.ids.getSize(DataSelection([a, b])) == 2
+
+
+def test_a_bad_prepared_id_is_answered_as_ids_server_does(server, client, data):
+    """ids.server checks a preparedId's form (400), then looks for its
+    file in the prepared directory (404), in every call that takes one."""
+    unknown = "00000000-0000-0000-0000-000000000000"
+    calls = [("GET", "getDatafileIds"), ("GET", "getSize"), ("GET", "getStatus"),
+             ("GET", "getData"), ("GET", "isPrepared"), ("POST", "reset")]
+    for method, op in calls:
+        for pid, expected in (
+                ("nonsense", (400, {"code": "BadRequestException", "message":
+                                    "The preparedId parameter 'nonsense' is not a valid UUID"})),
+                (unknown, (404, {"code": "NotFoundException", "message":
+                                 "The preparedId %s is not known" % unknown}))):
+            query = "preparedId=" + pid
+            got = (http_call(server.ids_url, method, "/" + op, query.encode())
+                   if method == "POST" else
+                   http_call(server.ids_url, method, "/%s?%s" % (op, query)))
+            assert got == expected, op
+    assert http_call(server.ids_url, "GET", "/isPrepared") == (400, {
+        "code": "BadRequestException",
+        "message": "The preparedId parameter 'null' is not a valid UUID"})
 
 
 LARGE = textwrap.dedent("""

@@ -21,6 +21,12 @@ file goes.  Prepared data keeps the datafile ids the user could read when
 it was prepared and is served on behalf of no session, as ids.server
 serves it with its reader account.
 
+Files: ``put`` stores a file before its Datafile is created and
+``delete`` deletes the Datafiles before their files, each location written
+first to the upload journal (:class:`~.local.UploadJournal`), which the
+service sweeps when it is made, before the server accepts a request: a
+server killed in between leaves no file that no Datafile names.
+
 Memory: request and reply bodies are streamed a block at a time, never
 read whole; selections are read from the catalogue a page at a time.
 """
@@ -101,6 +107,11 @@ def _from_icat(exc: IcatError) -> IdsError:
         return NotFoundException(exc.message)
     if exc.type in ("VALIDATION", "BAD_PARAMETER"):
         return BadRequestException(exc.message)
+    return _internal(exc)
+
+
+def _internal(exc: IcatError) -> IdsError:
+    """An ICAT error that ids.server reports as its own failure."""
     return InternalException("%s %s" % (exc.type, exc.message))
 
 
@@ -249,15 +260,27 @@ class IdsService:
         except IcatError as exc:
             raise _from_icat(exc) from None
 
-    def _user(self, sid, required=True) -> str | None:
+    @staticmethod
+    def _session(params, required=True) -> str | None:
+        """The request's sessionId, which must be a UUID: ids.server checks
+        that before anything else, the session itself only when it first
+        asks ICAT (see :meth:`_user`).  None: absent where it may be."""
+        sid = params.get("sessionId")
         if sid is None and not required:
             return None
-        if sid is None or not _UUID.match(sid):
-            raise BadRequestException("The sessionId parameter '%s' is not a valid UUID" % sid)
+        _check_uuid("sessionId", sid)
+        return sid
+
+    def _user(self, sid, unknown=_from_icat) -> str:
+        """The user of the session ``sid``.  One unknown or expired is
+        ICAT's SESSION error where ids.server first asks ICAT with it,
+        and reported as that call's errors are: 403
+        ``InsufficientPrivilegesException`` everywhere but ``getSize`` of
+        one id, which passes ``unknown=_internal`` (500)."""
         try:
             return self.icat.sessions.user(sid)
         except IcatError as exc:
-            raise _from_icat(exc) from None
+            raise unknown(exc) from None
 
     def _datafile_ids(self, user, sel: Selection):
         """The ids of the selection's Datafiles ``user`` may read, in id
@@ -309,14 +332,14 @@ class IdsService:
         if prepared is not None:
             data = self._prepared(prepared)
             return None, data, data.zip, data.compress
-        user = self._user(params.get("sessionId"), session_required)
-        sel = self.authorize(user, Selection(params))
+        sid = self._session(params, session_required)
+        sel = Selection(params)
+        user = self._user(sid) if sid is not None else None
+        sel = self.authorize(user, sel)
         return user, sel, _flag(params, "zip"), _flag(params, "compress")
 
     def _prepared(self, prepared_id) -> Prepared:
-        if not _UUID.match(prepared_id):
-            raise BadRequestException("The preparedId parameter '%s' is not a valid UUID"
-                                      % prepared_id)
+        _check_uuid("preparedId", prepared_id)
         try:
             return Prepared(self.prepared_dir / prepared_id)
         except FileNotFoundError:
@@ -342,6 +365,7 @@ class IdsService:
         return req.base_url()
 
     def op_getServiceStatus(self, req, params):
+        # ids.server asks ICAT for the user name at once, no UUID check.
         user = self._user(params.get("sessionId"))
         if not self.icat.sessions.is_root(user):
             raise InsufficientPrivilegesException(
@@ -355,14 +379,17 @@ class IdsService:
             for ids in self._id_pages(None, self._prepared(params["preparedId"])):
                 total += self._size(None, "df.id IN (%s)" % _join(ids))
             return str(total)
-        user = self._user(params.get("sessionId"))
+        sid = self._session(params)
         sel = Selection(params)
         if sel.count() != 1:
+            user = self._user(sid)
             sel = self.authorize(user, sel)
             return str(self._size(user, sel.condition(), join=True))
         # ids.server's "fast computation" of one id: the size of what the
-        # user may read of it; when that is 0, any refusal of ICAT's get
-        # is a NotFoundException.
+        # user may read of it, a search whose failure, an unknown session
+        # included, is an InternalException; when that is 0, any refusal
+        # of ICAT's get is a NotFoundException.
+        user = self._user(sid, _internal)
         ((param, entity, path),) = [k for k in Selection.KINDS if sel.ids[k[0]]]
         (one,) = sel.ids[param]
         total = self._size(user, "%s = %d" % (path, one))
@@ -396,8 +423,10 @@ class IdsService:
         return {"ids": ids}
 
     def op_prepareData(self, req, params):
-        user = self._user(params.get("sessionId"))
-        sel = self.authorize(user, Selection(params))
+        sid = self._session(params)
+        sel = Selection(params)
+        user = self._user(sid)
+        sel = self.authorize(user, sel)
         prepared_id = str(uuid.uuid4())
         head = {"zip": _flag(params, "zip") or sel.must_zip(), "compress": _flag(params, "compress")}
         with self.store.temporary() as (tmp, f):
@@ -416,17 +445,25 @@ class IdsService:
         self._resolve(params)
         return None
 
-    def _single_level(self, req, params):
-        user, sel, _, _ = self._resolve(params)
-        raise NotImplementedException("This operation is unavailable for single level storage")
+    # As a single-level ids.server: archive and restore look at nothing
+    # but the form of the sessionId, write (enabled) checks the selection.
+    def op_archive(self, req, params):
+        self._session(params)
+        raise _single_level()
 
-    op_archive = op_restore = op_write = _single_level
+    op_restore = op_archive
+
+    def op_write(self, req, params):
+        self._resolve(params)
+        raise _single_level()
 
     def op_delete(self, req, params):
         if self.readonly:
             raise NotImplementedException("This operation has been configured to be unavailable")
-        user = self._user(params.get("sessionId"))
-        sel = self.authorize(user, Selection(params), "DELETE")
+        sid = self._session(params)
+        sel = Selection(params)
+        user = self._user(sid)
+        sel = self.authorize(user, sel, "DELETE")
         client = self.icat.client
         while True:
             # The catalogue objects go first, their locations journaled: a
@@ -450,13 +487,14 @@ class IdsService:
     def op_put(self, req, params):
         if self.readonly:
             raise NotImplementedException("This operation has been configured to be unavailable")
-        user = self._user(params.get("sessionId"))
+        sid = self._session(params)
         name = params.get("name")
         if not name:
             raise BadRequestException("The name parameter must be set")
         format_id = _number(params, "datafileFormatId", required=True)
         dataset_id = _number(params, "datasetId", required=True)
         times = {key: _number(params, key) for key in ("datafileCreateTime", "datafileModTime")}
+        user = self._user(sid)
         client = self.icat.client
         # As ids.server: the Dataset as the user may read it, and the
         # Datafile created as the user, so that ICAT's CREATE rule decides.
@@ -564,6 +602,18 @@ class IdsService:
         req.drain()
         body = json.dumps({"code": exc.code, "message": exc.message}).encode("utf-8")
         return req.send(exc.status, "application/json", body)
+
+
+def _single_level() -> IdsError:
+    return NotImplementedException("This operation is unavailable for single level storage")
+
+
+def _check_uuid(param, text) -> None:
+    """ids.server's check of a sessionId or preparedId parameter (Java
+    writes an absent one as null)."""
+    if text is None or not _UUID.match(text):
+        raise BadRequestException("The %s parameter '%s' is not a valid UUID"
+                                  % (param, "null" if text is None else text))
 
 
 def _pages(ids):
