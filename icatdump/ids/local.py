@@ -77,6 +77,8 @@ class UploadJournal:
     def note(self, *locations: str) -> None:
         """Record ``locations`` before their files are stored (or their
         Datafiles deleted); on disk when this returns."""
+        if not locations:
+            return
         with self._lock:
             if self._file is None:
                 self.dir.mkdir(exist_ok=True)
