@@ -269,6 +269,30 @@ def http_call(base, method, path, body=None):
         return status, raw.decode()
 
 
+@pytest.mark.parametrize("text, ids", [
+    ("{df}", "{df}"), ("{df} , {df}", "{df}"), ("{df},", "{df}"), ("+{df}", "{df}"),
+    (",", ""), ("9223372036854775807", None), ("-5", None),
+    ("", "bad"), (" {df}", "bad"), ("{df},,{df}", "bad"), (",{df}", "bad"), ("1.0", "bad"),
+    ("9223372036854775808", "bad"), ("-9223372036854775809", "bad"), ("0x1f", "bad")])
+def test_id_lists_are_read_as_ids_server_reads_them(server, client, data, text, ids):
+    """DataSelection.getValidIds: Java's split at commas with blanks
+    (trailing empty parts dropped, other empty parts kept) and
+    Long.parseLong of each part (a sign, a Java long, no blank)."""
+    df = put(client, data, "a", b"x").id
+    text = text.format(df=df)
+    status, body = http_call(server.ids_url, "GET", "/getDatafileIds?sessionId=%s&datafileIds=%s"
+                             % (client.sessionId, urllib.parse.quote(text, safe=",")))
+    if ids == "bad":
+        assert (status, body) == (400, {
+            "code": "BadRequestException",
+            "message": "The datafileIds parameter '%s' is not a valid string representation "
+                       "of a comma separated list of longs" % text})
+    elif ids is None:           # a well-formed id of no Datafile
+        assert status == 404 and body["code"] == "NotFoundException", body
+    else:
+        assert (status, body["ids"]) == (200, [int(i) for i in ids.format(df=df).split(",") if i])
+
+
 def test_an_unknown_session_is_answered_as_ids_server_does(server, client, data):
     """ids.server (IdsBean.java, DataSelection.java) checks a sessionId's
     form first, then the other parameters, and meets an unknown or

@@ -58,7 +58,8 @@ PAGE = 1000
 #: A header value http.server can send: Latin-1, no line break.
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\xa0-\xff\t]*$")
 _UUID = re.compile(r"^[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$")
-_IDS = re.compile(r"^\s*\d+(\s*,\s*\d+)*\s*$")
+_ID_SEPARATOR = re.compile(r"\s*,\s*")
+_JAVA_LONG = re.compile(r"[+-]?\d+")
 
 
 class IdsError(Exception):
@@ -115,6 +116,29 @@ def _internal(exc: IcatError) -> IdsError:
     return InternalException("%s %s" % (exc.type, exc.message))
 
 
+def _valid_ids(param: str, text: str | None) -> list[int]:
+    """The ids of a ``*Ids`` parameter as ids.server's
+    ``DataSelection.getValidIds`` reads them: split at commas with the
+    blanks around them (Java's ``split``, which drops trailing empty
+    parts only), each part a ``Long.parseLong`` -- a sign allowed, no
+    blank, within a Java long; an empty parameter is one empty part."""
+    if text is None:
+        return []
+    parts = _ID_SEPARATOR.split(text)
+    if len(parts) > 1:
+        while parts and parts[-1] == "":
+            parts.pop()
+    ids = []
+    for part in parts:
+        value = int(part) if _JAVA_LONG.fullmatch(part) else None
+        if value is None or not -2 ** 63 <= value < 2 ** 63:
+            raise BadRequestException(
+                "The %s parameter '%s' is not a valid string representation of a "
+                "comma separated list of longs" % (param, text))
+        ids.append(value)
+    return ids
+
+
 class Selection:
     """The investigation, dataset and datafile ids of a request."""
 
@@ -125,15 +149,7 @@ class Selection:
     def __init__(self, params: dict):
         self.ids: dict[str, list[int]] = {}
         for param, _, _ in self.KINDS:
-            text = params.get(param)
-            if text is None or text == "":
-                self.ids[param] = []
-                continue
-            if not _IDS.match(text):
-                raise BadRequestException(
-                    "The %s parameter '%s' is not a valid string representation of a "
-                    "comma separated list of longs" % (param, text))
-            self.ids[param] = sorted({int(i) for i in text.split(",")})
+            self.ids[param] = sorted(set(_valid_ids(param, params.get(param))))
 
     @classmethod
     def from_dict(cls, data: dict) -> "Selection":
