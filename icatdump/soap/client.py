@@ -39,7 +39,7 @@ from ..config import DEFAULT_MAX_REPLY_MB, DEFAULT_TIMEOUT
 from ..entity import Entity
 from ..errors import ERROR_TYPES, IcatError, ServerError, SessionError, error_for
 from ..schema import MANY, ONE, Schema
-from . import codec
+from . import codec, keepalive
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 _REQUEST_HEAD = ('<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="%s" '
@@ -110,18 +110,22 @@ def _remaining() -> float:
     return max(0.001, _CURRENT.deadline - time.monotonic())
 
 
+def _arm(conn) -> None:
+    """Give a connection's socket the time left for the thread's request."""
+    _CURRENT.sock = conn.sock
+    conn.sock.settimeout(_remaining())
+
+
 class _HTTPConnection(http.client.HTTPConnection):
     def connect(self):
         super().connect()
-        _CURRENT.sock = self.sock
-        self.sock.settimeout(_remaining())
+        _arm(self)
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
     def connect(self):
         super().connect()
-        _CURRENT.sock = self.sock
-        self.sock.settimeout(_remaining())
+        _arm(self)
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
@@ -138,26 +142,46 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_HTTPSConnection, req, context=self.ssl)
 
 
+def redirect_target(url: str, code: int, location: str | None) -> str | None:
+    """Where a reply with status ``code`` sends a request for ``url``, or
+    None when it is not followed (and the reply is the answer).
+
+    301/302/307/308 are followed with the same method and body (a SOAP
+    POST turned into a GET, as browsers do for 301/302, would reach no
+    operation), never from https to http (the body carries credentials).
+    """
+    if code not in (301, 302, 307, 308) or not location:
+        return None
+    newurl = urllib.parse.urljoin(url, location.strip())
+    new = urllib.parse.urlsplit(newurl).scheme
+    if urllib.parse.urlsplit(url).scheme == "https" and new != "https":
+        raise ServerError("ICAT at %s redirects (HTTP %d) to %s, which is not https: "
+                          "not followed" % (url, code, newurl))
+    return newurl if new in ("http", "https") else None
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follow 301/302/307/308 with the same method and body (a SOAP POST
-    turned into a GET, as browsers do for 301/302, would reach no
-    operation), never from https to http (the body carries credentials)."""
+    """urllib's redirects by :func:`redirect_target`'s rule."""
 
     max_redirections = MAX_REDIRECTS
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if code not in (301, 302, 307, 308):
+        if redirect_target(req.full_url, code, newurl) is None:
             return None
-        old = urllib.parse.urlsplit(req.full_url).scheme
-        new = urllib.parse.urlsplit(newurl).scheme
-        if old == "https" and new != "https":
-            raise ServerError("ICAT at %s redirects (HTTP %d) to %s, which is not https: "
-                              "not followed"
-                              % (req.full_url, code, newurl))
         headers = {k: v for k, v in req.header_items() if k.lower() not in ("host", "cookie")}
         return urllib.request.Request(newurl, data=req.data, headers=headers,
                                       origin_req_host=req.origin_req_host, unverifiable=True,
                                       method=req.get_method())
+
+
+class _Reply:
+    """What :class:`http.cookiejar.CookieJar` reads of a response."""
+
+    def __init__(self, headers):
+        self.headers = headers
+
+    def info(self):
+        return self.headers
 
 
 class Http:
@@ -169,30 +193,35 @@ class Http:
     :class:`ServerError` for a reply that does not arrive complete within
     ``timeout`` seconds or exceeds ``max_reply`` bytes, and
     :class:`_Transient` when the connection fails.
+
+    Direct requests go over kept connections (:mod:`.keepalive`, its rules
+    for reuse); a request through a proxy (``proxies``, else the
+    environment's) goes through urllib, a connection each.
     """
 
     def __init__(self, context, proxies, timeout: float, max_reply: int):
         self.timeout = float(timeout)
         self.max_reply = int(max_reply)
+        self.context = context
+        self.cookies = http.cookiejar.CookieJar()
+        if proxies is None:
+            proxies = urllib.request.getproxies()
+        self._proxies = {k.lower() for k in proxies}
         handlers = [_HTTPHandler(), _HTTPSHandler(context), _Redirects(),
-                    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-                    urllib.request.ProxyHandler(proxies) if proxies is not None
-                    else urllib.request.ProxyHandler()]
+                    urllib.request.HTTPCookieProcessor(self.cookies),
+                    urllib.request.ProxyHandler(proxies)]
         self.opener = urllib.request.build_opener(*handlers)
+        self._agent = dict(self.opener.addheaders).get("User-agent", "Python-urllib")
+        self.pool = keepalive.Pool()
 
-    def request(self, url: str, data: bytes | None = None, headers=None, what="request"):
-        req = urllib.request.Request(url, data=data, headers=dict(headers or {}))
-        req.add_header("Accept-Encoding", "gzip, deflate")
+    def request(self, url: str, data: bytes | None = None, headers=None, what="request",
+                idempotent: bool = True):
+        """``idempotent``: whether the request may be sent twice (a read);
+        a write is never sent again once it has gone out whole."""
         _CURRENT.deadline = time.monotonic() + self.timeout
         _CURRENT.sock = None
         try:
-            try:
-                resp = self.opener.open(req, timeout=min(CONNECT_TIMEOUT, self.timeout))
-            except urllib.error.HTTPError as exc:
-                resp = exc
-            with resp:
-                body = self._read(resp, url, what)
-                return (resp.geturl(), resp.status, resp.headers.get("Content-Type", ""), body)
+            return self._direct(url, data, dict(headers or {}), what, idempotent)
         except (socket.timeout, TimeoutError):
             raise ServerError("ICAT at %s did not answer the %s within %g s (--timeout)"
                               % (url, what, self.timeout)) from None
@@ -209,6 +238,71 @@ class Http:
                              % (url, what, exc or type(exc).__name__)) from None
         finally:
             _CURRENT.sock = None
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        self.pool.close()
+
+    def _proxied(self, url: str) -> bool:
+        """Whether urllib's ProxyHandler would send ``url`` through a proxy."""
+        parts = urllib.parse.urlsplit(url)
+        return (parts.scheme.lower() in self._proxies
+                and not (parts.netloc and urllib.request.proxy_bypass(parts.netloc)))
+
+    def _direct(self, url, data, headers, what, idempotent):
+        """The request on kept connections, following redirects."""
+        method = "GET" if data is None else "POST"
+        for hop in range(MAX_REDIRECTS + 1):
+            parts = urllib.parse.urlsplit(url)
+            scheme = parts.scheme.lower()
+            if scheme not in ("http", "https") or not parts.hostname or self._proxied(url):
+                return self._via_urllib(url, data, headers, what)
+            key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)
+            req.add_header("Accept-Encoding", "gzip, deflate")
+            req.add_header("User-agent", self._agent)
+            if data is not None and not req.has_header("Content-type"):
+                req.add_header("Content-type", "application/x-www-form-urlencoded")
+            self.cookies.add_cookie_header(req)
+            path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            conn, resp = keepalive.exchange(
+                self.pool, key, lambda: self._connect(key), _arm, method, path, data,
+                dict(req.header_items()), idempotent)
+            complete = False
+            try:
+                self.cookies.extract_cookies(_Reply(resp.headers), req)
+                newurl = redirect_target(url, resp.status, resp.headers.get("Location"))
+                body = self._read(resp, url, what)
+                complete = True
+            finally:
+                self.pool.release(key, conn, resp, complete)
+            if newurl is None or hop == MAX_REDIRECTS:
+                return url, resp.status, resp.headers.get("Content-Type", ""), body
+            url = newurl
+        raise AssertionError("unreachable")
+
+    def _connect(self, key) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        timeout = min(CONNECT_TIMEOUT, self.timeout)
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            conn = _HTTPSConnection(host, port, timeout=timeout, context=self.context)
+        else:
+            conn = _HTTPConnection(host, port, timeout=timeout)
+        conn.connect()
+        return conn
+
+    def _via_urllib(self, url, data, headers, what):
+        """The request through a proxy: urllib's handlers, a connection each."""
+        req = urllib.request.Request(url, data=data, headers=headers)
+        req.add_header("Accept-Encoding", "gzip, deflate")
+        try:
+            resp = self.opener.open(req, timeout=min(CONNECT_TIMEOUT, self.timeout))
+        except urllib.error.HTTPError as exc:
+            resp = exc
+        with resp:
+            body = self._read(resp, url, what)
+            return (resp.geturl(), resp.status, resp.headers.get("Content-Type", ""), body)
 
     def _read(self, resp, url, what) -> bytearray:
         """The body, decoded, read in pieces with the time left for each."""
@@ -426,7 +520,7 @@ class SoapClient(Client):
     def _post_once(self, envelope: bytes, op: str) -> list:
         url, status, ctype, reply = self._http.request(
             self.url, envelope, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
-            what=op + " request")
+            what=op + " request", idempotent=op not in NOT_IDEMPOTENT)
         where = "ICAT at %s" % self.url
         if status == 200 and reply:
             body = self._body(reply, status, ctype, op)
@@ -612,6 +706,8 @@ class SoapClient(Client):
             self.logout()
         except ConnectionError:
             pass
+        finally:
+            self._http.close()
 
     def _set_child_ids(self, entities, _depth=0):
         if self.learn_child_ids:
