@@ -2,7 +2,7 @@
 alternately, in the same run, so that a change's cost is a ratio and not
 two figures from two differently busy moments.
 
-    python bench/serve_ab.py OLD_TREE [NEW_TREE] [--objects N] [--rounds R]
+    python bench/serve_ab.py OLD_TREE [NEW_TREE] [--objects N] [--rounds R] [--tls]
 
 A tree is a checkout of this project (``git worktree add --detach DIR
 COMMIT``; an old one may need ``ln -s ../backends DIR/icatdump/backends``,
@@ -15,6 +15,8 @@ odd rounds and new first in even ones.  Printed for wall time, the client's
 CPU time and the server's CPU time meanwhile: each side's median, and the
 median of the rounds' new/old ratios with their range.  On a shared machine
 the wall ratio scatters with the load; the CPU ratios scatter much less.
+With ``--tls`` the servers speak HTTPS with a self-signed certificate made
+by openssl, which the clients trust with ``--cacert``.
 """
 
 from __future__ import annotations
@@ -66,16 +68,28 @@ def init_catalogue(tree, db):
                     "init_catalogue(%r)" % str(db)], env=env_for(tree), check=True, cwd="/")
 
 
-class Server:
-    """``icatdata serve`` of one tree, in its own process."""
+def self_signed(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
-    def __init__(self, tree, db):
+
+class Server:
+    """``icatdata serve`` of one tree, in its own process; over HTTPS with
+    ``tls`` (a certificate and its key)."""
+
+    def __init__(self, tree, db, tls=None):
         self.port = free_port()
+        options = ["--certfile", str(tls[0]), "--keyfile", str(tls[1])] if tls else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "icatdump.cli.data", "serve", "-q", "--port", str(self.port),
-             str(db)], env=env_for(tree), cwd="/",
+             *options, str(db)], env=env_for(tree), cwd="/",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -114,8 +128,9 @@ def timed(cmd, tree, server) -> tuple[float, float, float]:
     return elapsed, usage.ru_utime + usage.ru_stime, cpu_seconds(server.proc.pid) - before
 
 
-def conn(url):
-    return ["-w", url, "-a", "simple", "-u", "root", "-p", "secret"]
+def conn(url, cacert=None):
+    return ["-w", url, "-a", "simple", "-u", "root", "-p", "secret",
+            *(["--cacert", str(cacert)] if cacert else [])]
 
 
 def main():
@@ -125,6 +140,8 @@ def main():
     ap.add_argument("--objects", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-ingest", action="store_true", help="measure only the dumps")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS with a self-signed certificate (the clients given it as --cacert)")
     args = ap.parse_args()
     trees = {"old": args.old, "new": args.new}
     for tree in trees.values():
@@ -137,21 +154,23 @@ def main():
     if not source.exists():
         generate(source, "XML", args.objects, quotes=False)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="icatdump-serve-ab-"))
+    tls = self_signed(tmp) if args.tls else None
+    cacert = tls[0] if tls else None
 
     servers = {}
     try:
         for name, tree in trees.items():
             db = tmp / ("%s.sqlite" % name)
             init_catalogue(tree, db)
-            servers[name] = Server(tree, db)
-            timed([sys.executable, "-m", "icatdump.cli.ingest", *conn(servers[name].url),
+            servers[name] = Server(tree, db, tls)
+            timed([sys.executable, "-m", "icatdump.cli.ingest", *conn(servers[name].url, cacert),
                    "-i", str(source)], tree, servers[name])
         times = {(kind, name): [] for kind in ("dump", "ingest") for name in trees}
         for r in range(args.rounds):
             order = ("old", "new") if r % 2 == 0 else ("new", "old")
             for name in order:
                 times["dump", name].append(timed(
-                    [sys.executable, "-m", "icatdump.cli.dump", *conn(servers[name].url),
+                    [sys.executable, "-m", "icatdump.cli.dump", *conn(servers[name].url, cacert),
                      "-f", "XML", "-o", str(tmp / ("dump-%s.xml" % name))], trees[name],
                     servers[name]))
             if args.no_ingest:
@@ -159,10 +178,10 @@ def main():
             for name in order:
                 db = tmp / ("ingest-%s-%d.sqlite" % (name, r))
                 init_catalogue(trees[name], db)
-                server = Server(trees[name], db)
+                server = Server(trees[name], db, tls)
                 try:
                     times["ingest", name].append(timed(
-                        [sys.executable, "-m", "icatdump.cli.ingest", *conn(server.url),
+                        [sys.executable, "-m", "icatdump.cli.ingest", *conn(server.url, cacert),
                          "-i", str(source)], trees[name], server))
                 finally:
                     server.stop()
@@ -171,7 +190,8 @@ def main():
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("%d objects, %d rounds, through icatdata serve as root" % (args.objects, args.rounds))
+    print("%d objects, %d rounds, through icatdata serve as root%s"
+          % (args.objects, args.rounds, " over HTTPS" if args.tls else ""))
     print("  old: %s\n  new: %s" % (args.old, args.new))
     for kind in ("dump", "ingest"):
         if not times[kind, "old"]:
