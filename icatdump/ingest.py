@@ -577,10 +577,13 @@ class Ingester:
                     continue
                 if value is not None and not _same(etype.fields[name], value,
                                                    existing.values.get(name)):
-                    raise DataFileError(
+                    err = DataFileError(
                         "OBJECT_ALREADY_EXISTS: %s differs from the catalogue in %s: %r != %r"
                         % (etype.name, name, value, existing.values.get(name)),
                         self.reader.name, self.reader.chunk_number, None, key)
+                    # icat.server's import fails a CHECK the same way (VALIDATION).
+                    err.icat_type = "VALIDATION"
+                    raise err
             self.stats.skipped[etype.name] += 1
         elif self.duplicate == "OVERWRITE":
             full = self.client.get(etype.name, existing.id, "INCLUDE 1")

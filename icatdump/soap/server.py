@@ -50,7 +50,7 @@ from ..ids import server as ids_server
 from ..ids.store import FileStore, data_dir_of
 from ..schema import DEFAULTS
 from ..types import UTC, ValueProblem
-from . import codec, wsdl
+from . import codec, rest, wsdl
 from ..store.authz import ROOT_USERS
 from .limits import Limits
 from .sessions import Sessions
@@ -520,15 +520,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _ids(self):
-        """Hand a request under /ids/ to the local IDS, if there is one (True).
+        """Hand a request under /ids/ to the local IDS, if there is one, or
+        under /icat/ to the REST resources (True).
 
-        The IDS streams datafile content of any size: past the headers its
-        reads have the read timeout each, not the request deadline."""
+        Both stream bodies of any size (datafile content, port files): past
+        the headers their reads have the read timeout each, not the request
+        deadline."""
         ids = self.server.ids
-        if ids is None or not self.path.startswith(ids_server.PREFIX):
+        if ids is not None and self.path.startswith(ids_server.PREFIX):
+            service = ids
+        elif self.path.startswith(rest.PREFIX):
+            service = self.server.rest
+        else:
             return False
         self._request_read()
-        ids.handle(ids_server.Request(self, self.server.tls is not None))
+        service.handle(ids_server.Request(self, self.server.tls is not None))
         return True
 
     def do_PUT(self):
@@ -693,6 +699,8 @@ class IcatServer(ThreadingHTTPServer):
         self.service = service
         #: The local IDS (an :class:`icatdump.ids.server.IdsService`), or None.
         self.ids = None
+        #: icat.server's REST resources under /icat (``port``, ``version``).
+        self.rest = rest.RestService(service)
         self.log_requests = log_requests
         self.thread = None
         self.tls = tls

@@ -301,6 +301,17 @@ class EmbeddedClient(Client):
         """Several write calls as one transaction (an ingest chunk): all or nothing."""
         return self.writer.transaction()
 
+    @contextlib.contextmanager
+    def keeping_audit(self):
+        """Objects created in the block keep the createId, createTime, modId
+        and modTime they carry, as icat.server's import with
+        ``attributes=ALL`` (a root user's) creates them."""
+        self.writer.keep_audit = True
+        try:
+            yield
+        finally:
+            self.writer.keep_audit = False
+
     def commit_every(self, objects: int):
         """Commit :meth:`transaction` blocks in groups of about ``objects``
         objects: an ingest's chunks are small, and each commit costs."""

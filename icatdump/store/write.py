@@ -22,6 +22,7 @@ false).
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import sqlite3
 from collections import defaultdict
@@ -35,7 +36,7 @@ from ..schema import META_ATTRS, EntityType, Schema
 from ..types import ValueProblem
 from . import authz
 from .ddl import META_TABLE, q
-from .values import date_from_sql, now_sql, writer
+from .values import date_from_sql, date_to_sql, now_sql, writer
 
 #: *Parameter entities: parent relation, ParameterType flag, how ICAT names it.
 PARAMETER_PARENTS = {
@@ -48,6 +49,21 @@ PARAMETER_PARENTS = {
 
 _IGNORED = frozenset(META_ATTRS) | {"id"}
 _BAD = object()     # a value its converter refused
+
+
+def _given_audit(ent: Entity, row: list) -> None:
+    """Put the audit fields ``ent`` gives into its row (columns 1-4)."""
+    values = ent.values
+    for pos, name in enumerate(META_ATTRS, 1):
+        value = values.get(name)
+        if value is None:
+            continue
+        if name.endswith("Time"):
+            if not isinstance(value, _dt.datetime):
+                raise ValidationError("%s.%s must be a date" % (ent.type.name, name))
+            row[pos] = date_to_sql(value)
+        else:
+            row[pos] = str(value)
 
 
 def _ids_json(ids) -> str:
@@ -250,6 +266,11 @@ class Writer:
         self.conn = conn
         self.schema = schema
         self.builders: dict[str, RowBuilder] = {}
+        #: Whether objects created keep the audit fields their values give
+        #: (createId, createTime, modId, modTime; the user and now for those
+        #: they lack), as icat.server creates the objects of an import with
+        #: ``attributes=ALL``; otherwise the user and now, always.
+        self.keep_audit = False
 
     def builder(self, name: str) -> RowBuilder:
         b = self.builders.get(name)
@@ -436,6 +457,8 @@ class Writer:
         for ent, b, pfield, pid, offset, nid in nodes:
             row = b.quick_row(ent, nid, stamp, user, pfield, pid, assigned, refs)
             b.checked(ent, row)
+            if self.keep_audit:
+                _given_audit(ent, row)
             rows[b].append(row)
         for b, brows in rows.items():
             self.conn.executemany(b.insert, brows)
@@ -456,6 +479,8 @@ class Writer:
                     ent, b, pfield, pid, _, nid = nodes[i]
                     row = b.row(ent, nid, stamp, user, pfield, pid, assigned, refs)
                     b.checked(ent, row)
+                    if self.keep_audit:
+                        _given_audit(ent, row)
                     try:
                         self.conn.execute(b.insert, row)
                     except sqlite3.IntegrityError:
