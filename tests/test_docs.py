@@ -38,7 +38,7 @@ README = ROOT / "README.md"
 COMMANDS = {"icatdump": icatdump, "icatingest": icatingest, "icatdata": icatdata}
 # Pages whose inline `--option` mentions are all about our commands.
 OWN_PAGES = ["index", "guide", "configuration", "format", "file-tools", "migration", "cli",
-             "api", "plugins", "soap", "performance", "design"]
+             "api", "plugins", "soap", "port", "performance", "design"]
 
 
 def fenced(text: str, lang: str) -> list[tuple[int, str]]:
