@@ -135,6 +135,16 @@ def test_query_export_has_the_selected_objects_and_their_includes(source, tmp_pa
                 and not line.startswith('"')]
     assert headings == ["Facility", "InvestigationType", "Investigation"]
     assert text.count('"08100122-EF"') == 1
+    reply = requests.get(rest(served[0]), params={"json": json.dumps({
+        "sessionId": session(served[0]), "query": "Facility"})})
+    assert reply.status_code == 200
+    assert reply.headers["Content-Type"] == "text/plain"
+    assert reply.headers["Content-Disposition"] == 'attachment; filename="icat.export"'
+    assert reply.text == ("# ICAT Export file written by simple/root\n1.0\n\n"
+                          "Facility(daysUntilRelease:0,description:1,fullName:2,name:3,url:4)\n"
+                          'NULL,"ESNF is an example facility",'
+                          '"Example Synchrotron and Neutron Facility","ESNF",'
+                          '"http://www.esnf.example.org/"\n')
     # A query that selects nothing: 204 and no file, as icat.server.
     reply = requests.get(rest(served[0]), params={"json": json.dumps({
         "sessionId": session(served[0]), "query": "SELECT f FROM Facility f WHERE f.id < 0"})})
@@ -219,6 +229,11 @@ def test_error_replies(source, tmp_path):
             form = {"json": json.dumps(dict({"sessionId": sid}, **params))}
             return requests.post(url, data=form, files={"file": ("x", content)})
 
+        assert _error(requests.post(url, data={"json": '{"sessionId": "nope"}'},
+                                    files={"file": ("x", b"1.0\n")})) == \
+            (403, {"code": "SESSION", "message": "Unable to find user by sessionid: nope"})
+        assert _error(requests.post(url, files={"file": ("x", b"1.0\n")})) == \
+            (400, {"code": "BAD_PARAMETER", "message": "json must not be null"})
         assert _error(requests.post(url, data={"json": "{}"})) == \
             (400, {"code": "BAD_PARAMETER", "message": "Multipart content expected"})
         assert _error(post(b"1.0\n", duplicate="SOMETIMES")) == \
