@@ -39,15 +39,12 @@ def rest(url):
     return url[:-len("/ICATService/ICAT")] + "/icat/port"
 
 
-#: python-icat clients whose sessions the tests use (a client logs out
-#: when it is collected).
-_CLIENTS: list = []
-
-
 def session(url, user="root", password="secret"):
+    """A session id; the session stays when the client is collected (which
+    would log it out) and ends with its server."""
     client = icat.Client(url + "?wsdl")
+    client.autoLogout = False
     client.login("simple", {"username": user, "password": password})
-    _CLIENTS.append(client)
     return client.sessionId
 
 
@@ -234,6 +231,13 @@ def test_error_replies(source, tmp_path):
             (403, {"code": "SESSION", "message": "Unable to find user by sessionid: nope"})
         assert _error(requests.post(url, files={"file": ("x", b"1.0\n")})) == \
             (400, {"code": "BAD_PARAMETER", "message": "json must not be null"})
+        # A refused form is read to its end: the connection takes the next request.
+        with requests.Session() as keep:
+            for _ in range(2):
+                reply = keep.post(url, data={"json": "{}", "other": "x"},
+                                  files={"file": ("x", b"1.0\n" + b"x" * 2_000_000)})
+                assert _error(reply) == (400, {"code": "BAD_PARAMETER",
+                                               "message": "Form field 'other' is not recognised"})
         assert _error(requests.post(url, data={"json": "{}"})) == \
             (400, {"code": "BAD_PARAMETER", "message": "Multipart content expected"})
         assert _error(post(b"1.0\n", duplicate="SOMETIMES")) == \

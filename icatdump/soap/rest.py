@@ -185,16 +185,24 @@ class RestService:
         boundary = m.group(2).strip().encode("latin-1")
         body = io.BufferedReader(_Blocks(req.body_blocks()), _BLOCK)
         json_text = None
-        for name, filename, spool in _parts(body, boundary):
-            if filename is None:
-                if name != "json":
+        try:
+            for name, filename, spool in _parts(body, boundary):
+                if filename is None:
+                    if name != "json":
+                        spool.close()
+                        raise RestError("BAD_PARAMETER",
+                                        "Form field '%s' is not recognised" % name)
+                    json_text = spool.read().decode("utf-8", "replace")
                     spool.close()
-                    raise RestError("BAD_PARAMETER", "Form field '%s' is not recognised" % name)
-                json_text = spool.read().decode("utf-8", "replace")
-                spool.close()
-                continue
-            with spool:
-                self._import_file(json_text, spool)
+                    continue
+                with spool:
+                    self._import_file(json_text, spool)
+        except (RestError, IcatError):
+            # What is left of the body goes, so that the connection can
+            # take the next request.
+            while body.read(_BLOCK):
+                pass
+            raise
         req.send(204, "text/plain", b"")
 
     def _import_file(self, json_text, spool) -> None:
