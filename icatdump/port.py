@@ -35,7 +35,7 @@ from typing import Callable, Iterator, TextIO
 
 from .dumpfile import DumpFileReader, RawObject, RawRef
 from .entity import Entity
-from .errors import DataFileError
+from .errors import DataFileError, SearchResultError
 from .query import Query, literal
 from .schema import ATTRIBUTE, META_ATTRS, ONE, EntityType, Schema
 from .types import UTC, parse_datetime
@@ -243,7 +243,7 @@ class PortWriter:
         values = obj.values
         parts = []
         if not etype.constraint:
-            parts.append('"%s"' % obj.id)
+            parts.append(quote(str(obj.id)))
         if self.all:
             parts += [quote(str(values.get("createId"))),
                       java_date(values["createTime"], self.zone),
@@ -266,7 +266,7 @@ class PortWriter:
         has no uniqueness constraint."""
         etype = obj.type
         if not etype.constraint:
-            return '"%s"' % obj.id
+            return quote(str(obj.id))
         parts = []
         for name in _key_fields(etype):
             f = etype.fields[name]
@@ -691,13 +691,53 @@ class PortReader(DumpFileReader):
             super().index_object(objindex, key, obj)
 
     def _search_by_attributes(self, target, attrs, objindex) -> Entity:
-        conditions = {path: "= " + literal(value) for path, value in attrs.items()}
-        found = self.client.search(Query(target, conditions=conditions))
-        if len(found) == 1:
-            return found[0]
+        """The object a reference's columns name.  When they are its key (as
+        in every file icat.server writes) it is found by its python-icat
+        key, which a catalogue searches for and a file tool without one
+        (``icatdata convert``) builds the object from; else by a search."""
         names = ", ".join("%s = %s" % (p, literal(v)) for p, v in attrs.items())
-        if not found:
+        keyed = _keyed(self.schema, target, attrs)
+        if keyed is not None:
+            try:
+                return self.client.search_unique_key(keyed.unique_key(), self._ref_cache)
+            except SearchResultError as exc:
+                many = "not unique" in str(exc)
+        else:
+            conditions = {path: "= " + literal(value) for path, value in attrs.items()}
+            found = self.client.search(Query(target, conditions=conditions))
+            if len(found) == 1:
+                return found[0]
+            many = bool(found)
+        if not many:
             raise PortError("Import failed when looking up existing %s (%s)" % (target, names),
                             "NO_SUCH_OBJECT_FOUND")
         raise PortError("Import failed with multiple results when looking up existing %s (%s)"
                         % (target, names))
+
+
+def _keyed(schema: Schema, target: str, attrs: dict) -> Entity | None:
+    """An object of ``target`` with the values of ``attrs`` (attribute
+    path → value), if they are exactly its uniqueness constraint (nested
+    for relations); else None."""
+    used = [0]
+
+    def build(name, prefix):
+        etype = schema[name]
+        if not etype.constraint:
+            return None
+        values: dict = {}
+        for col in etype.constraint:
+            f = etype.fields[col]
+            if f.kind == ATTRIBUTE:
+                if prefix + col not in attrs:
+                    return None
+                values[col] = attrs[prefix + col]
+                used[0] += 1
+            else:
+                inner = build(f.type, prefix + col + ".")
+                if inner is None:
+                    return None
+                values[col] = inner
+        return Entity(etype, values)
+    obj = build(target, "")
+    return obj if obj is not None and used[0] == len(attrs) else None

@@ -284,7 +284,7 @@ def test_cli_sniffs_the_plugin_format(plugin_site, example, tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(plugin_site)))
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == ["icatdata: error: %s: not an ICAT data file "
-                                        "(none of XML, YAML, SQLITE)" % cat]
+                                        "(none of PORT, XML, YAML, SQLITE)" % cat]
 
 
 # -- (b), (c): the registry -----------------------------------------------------
@@ -342,7 +342,7 @@ def test_broken_plugin_warns_once_in_process(broken_site, fresh_registry, monkey
         "icatdump: format plugin READERLESS = readerless_fmt (broken-formats) skipped: "
         "AttributeError: module 'readerless_fmt' has no attribute 'reader'",
     ]
-    assert sorted(Backends) == ["XML", "YAML"]
+    assert sorted(Backends) == ["PORT", "XML", "YAML"]
 
 
 def test_broken_plugin_leaves_the_cli_working(broken_site, example, tmp_path):
@@ -361,7 +361,7 @@ def test_broken_plugin_leaves_the_cli_working(broken_site, example, tmp_path):
     assert sum("READERLESS = readerless_fmt" in l for l in lines) == 1
 
     proc = run_python(["-m", "icatdump.cli.dump", "--list-formats"], site=broken_site)
-    assert [l.split()[0] for l in proc.stdout.splitlines()] == ["XML", "YAML"]
+    assert [l.split()[0] for l in proc.stdout.splitlines()] == ["PORT", "XML", "YAML"]
     assert len(proc.stderr.splitlines()) == 2, proc.stderr
 
 
@@ -394,7 +394,7 @@ def test_register_backend_before_discovery_wins(fake_site, fresh_registry):
     assert get_backend("FAKE") == (CodeReader, CodeWriter)
     assert get_backend("fake") == (CodeReader, CodeWriter)
     assert "fake_fmt" not in sys.modules        # the entry point was never loaded
-    assert sorted(Backends) == ["XML", "YAML", "fake"]     # listed as registered
+    assert sorted(Backends) == ["PORT", "XML", "YAML", "fake"]     # listed as registered
     assert BackendOrigins["fake"] == "registered in code by %s" % __name__
 
 
@@ -404,14 +404,14 @@ def test_register_backend_after_discovery_wins(fake_site, fresh_registry):
     assert BackendOrigins["FAKE"] == "fake_fmt (fake-format)"
     register_backend("FAKE", CodeReader, CodeWriter)
     assert get_backend("Fake") == (CodeReader, CodeWriter)
-    assert sorted(Backends) == ["FAKE", "XML", "YAML"]
+    assert sorted(Backends) == ["FAKE", "PORT", "XML", "YAML"]
 
 
 def test_register_backend_replaces_a_builtin_in_any_case(fresh_registry):
     register_backend("xml", CodeReader, CodeWriter)
     discover_backends()
     assert get_backend("XML") == (CodeReader, CodeWriter)
-    assert sorted(Backends) == ["YAML", "xml"]
+    assert sorted(Backends) == ["PORT", "YAML", "xml"]
 
 
 # -- (d) --list-formats ------------------------------------------------------------
@@ -419,6 +419,7 @@ def test_register_backend_replaces_a_builtin_in_any_case(fresh_registry):
 def test_list_formats_builtin_only():
     proc = run_python(["-m", "icatdump.cli.dump", "--list-formats"])
     assert proc.stdout.splitlines() == [
+        "PORT     icatdump.backends.port (icatdump)",
         "XML      icatdump.backends.xml (icatdump)",
         "YAML     icatdump.backends.yaml (icatdump)",
     ]
@@ -428,6 +429,7 @@ def test_list_formats_builtin_only():
 def test_list_formats_with_the_plugin(plugin_site):
     proc = run_python(["-m", "icatdump.cli.dump", "--list-formats"], site=plugin_site)
     assert proc.stdout.splitlines() == [
+        "PORT     icatdump.backends.port (icatdump)",
         "SQLITE   icatdump_sqlite (icatdump-sqlite)",
         "XML      icatdump.backends.xml (icatdump)",
         "YAML     icatdump.backends.yaml (icatdump)",
@@ -576,4 +578,4 @@ def test_sniffing_plugin_contradicted_and_unknown(jsonl_site, example, tmp_path)
     proc = run_cli(jsonl_site, "icatdump.cli.data", "check", str(other))
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
-        "icatdata: error: %s: not an ICAT data file (none of XML, YAML, JSONL)" % other]
+        "icatdata: error: %s: not an ICAT data file (none of PORT, XML, YAML, JSONL)" % other]

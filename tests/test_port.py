@@ -405,3 +405,65 @@ def test_headings_for_all_attributes():
     assert heading(schema, "Job", True) == (
         "Job(?:0,createId:1,createTime:2,modId:3,modTime:4,application(facility(name:5),"
         "name:6,version:7),arguments:8,inputDataCollection(?:9),outputDataCollection(?:10))")
+
+
+# -- the PORT data file format ------------------------------------------------------
+
+def data_cli(*args):
+    return subprocess.run([sys.executable, "-m", "icatdump.cli.data", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_convert_an_export_to_a_dump_and_back(source, tmp_path):
+    """``icatdata convert``: an icat.server export becomes a python-icat dump
+    that ingests to the exported catalogue, and a dump becomes an export
+    that icat.server's import (python-icat's script) takes to the same."""
+    served_a, export_file, _ = source
+    want = dumped(served_a, tmp_path, "a.yaml")
+
+    proc = data_cli("info", export_file)
+    assert proc.returncode == 0, proc.stderr
+    assert "(PORT, " in proc.stdout.splitlines()[0]
+    converted = tmp_path / "converted.yaml"
+    proc = data_cli("convert", "-q", export_file, converted)
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "from-export.db"
+    init_catalogue(str(db), "6.2")
+    proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q", "-i",
+                           str(converted), "-w", str(db)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with serving(db, new=False) as served:
+        assert dumped(served, tmp_path, "b.yaml") == want
+
+    back = tmp_path / "icat.export"        # the extension names the format
+    proc = data_cli("convert", "-q", EXAMPLES / "icatdump-6.2.xml", back)
+    assert proc.returncode == 0, proc.stderr
+    text = back.read_text("utf-8")
+    assert text.startswith("# ICAT Export file written by icatdump")
+    assert "\nJob(?:0,application(facility(name:1),name:2,version:3),arguments:4," \
+           "inputDataCollection(?:5),outputDataCollection(?:6))\n\"Job_" in text
+    with serving(tmp_path / "c.db") as served:
+        proc = script("icatimport.py", served[0], "-i", str(back))
+        assert proc.returncode == 0, proc.stderr
+        assert dumped(served, tmp_path, "c.yaml") == want
+
+    # icatdump writes one from a catalogue, icatingest reads it.
+    written = tmp_path / "dumped.export"
+    proc = dump(served_a, "-f", "PORT", "-o", str(written))
+    assert proc.returncode == 0, proc.stderr
+    with serving(tmp_path / "d.db") as served:
+        proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w",
+                               served[0], *LOGIN, "-i", str(written)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert dumped(served, tmp_path, "d.yaml") == want
+
+
+def test_sniffed_only_with_its_version_line(tmp_path):
+    from icatdump.backends.port import sniff
+    assert sniff(b"# ICAT Export file written by simple/root\n1.0\n\nUser(name:0)\n")
+    assert sniff(b"\xef\xbb\xbf1.0\n")
+    assert not sniff(b"%YAML 1.1\n# Date: x\n---\nuser:\n")
+    assert not sniff(b"# Date: x\n---\n")
+    assert not sniff(b"<?xml version='1.0'?>\n")

@@ -49,7 +49,7 @@ def test_backends_filled_on_first_access():
     import sys
     r = subprocess.run([sys.executable, "-c", "from icatdump.dumpfile import Backends; "
                         "print(sorted(Backends))"], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "['XML', 'YAML']", r.stdout + r.stderr
+    assert r.stdout.strip() == "['PORT', 'XML', 'YAML']", r.stdout + r.stderr
 
 
 def test_create_needs_a_bound_object(tmp_path):

@@ -125,7 +125,7 @@ def _format_from_name(path: str) -> str | None:
     """The format a file name suggests (``dump.xml``, ``dump.yaml.gz``)."""
     path = path[:-3] if path.lower().endswith(".gz") else path
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    return {"xml": "XML", "yaml": "YAML", "yml": "YAML"}.get(ext) or \
+    return {"xml": "XML", "yaml": "YAML", "yml": "YAML", "export": "PORT"}.get(ext) or \
         next((n for n in format_names() if n.lower() == ext), None)
 
 
