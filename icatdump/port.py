@@ -249,15 +249,7 @@ class PortWriter:
                       java_date(values["createTime"], self.zone),
                       quote(str(values.get("modId"))),
                       java_date(values["modTime"], self.zone)]
-        for col in _columns(etype):
-            f = etype.fields[col]
-            value = values.get(col)
-            if f.kind == ATTRIBUTE:
-                parts.append(value_text(f.type, value, self.zone))
-            elif value is None:
-                parts.append(self._null(f.type))
-            else:
-                parts.append(self.key(value))
+        parts += self._fields(etype, _columns(etype), values)
         return ",".join(parts)
 
     def key(self, obj: Entity) -> str:
@@ -267,17 +259,22 @@ class PortWriter:
         etype = obj.type
         if not etype.constraint:
             return quote(str(obj.id))
+        return ",".join(self._fields(etype, _key_fields(etype), obj.values))
+
+    def _fields(self, etype, names, values) -> list[str]:
+        """The texts of the fields ``names`` of an object of ``etype``: an
+        attribute's value, a reference's key (or its null)."""
         parts = []
-        for name in _key_fields(etype):
+        for name in names:
             f = etype.fields[name]
-            value = obj.values.get(name)
+            value = values.get(name)
             if f.kind == ATTRIBUTE:
                 parts.append(value_text(f.type, value, self.zone))
             elif value is None:
                 parts.append(self._null(f.type))
             else:
                 parts.append(self.key(value))
-        return ",".join(parts)
+        return parts
 
     def _null(self, target: str) -> str:
         """A null reference: ``NULL`` then ``NA`` for each further key column."""

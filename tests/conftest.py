@@ -2,7 +2,9 @@
 
 import importlib.util
 import pathlib
+import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -55,3 +57,18 @@ def example_dir(examples_tool) -> pathlib.Path:
 def example(examples_tool, example_dir):
     """``example(name)``: the path of one of python-icat's example files."""
     return examples_tool.find
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -10,7 +10,6 @@ one, redirecting, setting cookies.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import ssl
 import struct
@@ -170,19 +169,6 @@ def test_https_with_cacert_keeps_one_connection(certificate, tmp_path):
         relay.close()
         server.shutdown()
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("needs openssl")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2",
-                    "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 # -- a scripted server: what real servers do now and then ----------------------------------

@@ -10,7 +10,6 @@ so), that ``--cacert`` trusts a private CA, and that
 from __future__ import annotations
 
 import io
-import pathlib
 import shutil
 import socket
 import ssl
@@ -34,18 +33,6 @@ HEADER = (b"# Date:", b"# Service:", b"# ICAT-API:", b"# Generator:")
 def body(data: bytes) -> list[bytes]:
     return [line for line in data.splitlines() if not line.startswith(HEADER)]
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2",
-                    "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 @pytest.fixture
