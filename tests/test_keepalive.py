@@ -52,6 +52,10 @@ class Relay:
                 return
             self.accepted += 1
             up = socket.create_connection(self.upstream)
+            # Pieces are passed on as they come: with Nagle's algorithm, a
+            # reply's second piece would wait for the client's delayed ACK.
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._pipe, args=(down, up, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(up, down, False), daemon=True).start()
 
