@@ -91,8 +91,16 @@ def _ref_heading(schema: Schema, target: str, n: int) -> tuple[str, int]:
     etype = schema[target]
     if not etype.constraint:
         return "?:%d" % n, n + 1
+    parts, n = _field_headings(schema, etype, _key_fields(etype), n)
+    return ",".join(parts), n
+
+
+def _field_headings(schema: Schema, etype, names, n: int) -> tuple[list[str], int]:
+    """The heading entries of the fields ``names`` of ``etype`` from column
+    ``n`` on (an attribute ``name:N``, a reference ``name(<its key>)``) and
+    the column after them."""
     parts = []
-    for name in _key_fields(etype):
+    for name in names:
         f = etype.fields[name]
         if f.kind == ATTRIBUTE:
             parts.append("%s:%d" % (name, n))
@@ -100,7 +108,7 @@ def _ref_heading(schema: Schema, target: str, n: int) -> tuple[str, int]:
         else:
             inner, n = _ref_heading(schema, f.type, n)
             parts.append("%s(%s)" % (name, inner))
-    return ",".join(parts), n
+    return parts, n
 
 
 def heading(schema: Schema, name: str, all_attributes: bool = False) -> str:
@@ -114,15 +122,8 @@ def heading(schema: Schema, name: str, all_attributes: bool = False) -> str:
         for meta in META_ATTRS:
             parts.append("%s:%d" % (meta, n))
             n += 1
-    for col in _columns(etype):
-        f = etype.fields[col]
-        if f.kind == ATTRIBUTE:
-            parts.append("%s:%d" % (col, n))
-            n += 1
-        else:
-            inner, n = _ref_heading(schema, f.type, n)
-            parts.append("%s(%s)" % (col, inner))
-    return "%s(%s)" % (name, ",".join(parts))
+    fields, _ = _field_headings(schema, etype, _columns(etype), n)
+    return "%s(%s)" % (name, ",".join(parts + fields))
 
 
 def key_includes(schema: Schema, name: str) -> list[str]:
