@@ -151,6 +151,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Payara Server  5.2022.5 #badassfish"
     sys_version = ""
+    # Payara's listeners send with TCP_NODELAY (the transport's tcp-no-delay
+    # is true by default): the pieces of a reply go out at once, not held
+    # back by Nagle's algorithm for the ACK a kept connection's client delays.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
