@@ -63,6 +63,9 @@ class FaultProxy(ThreadingHTTPServer):
 
 class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A reply's headers and body are two writes: without this, the body of
+    # each reply on a kept connection waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
