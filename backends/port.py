@@ -140,11 +140,13 @@ def sniff(head: bytes) -> bool:
     """Whether a file's first bytes are a port file's: comment lines, then
     the version line ``1.0``."""
     text = head.lstrip(b"\xef\xbb\xbf")
+    if text.startswith(b"# ICAT Export file"):
+        return True         # whatever its version: the reader says what is wrong with it
     for line in text.split(b"\n")[:50]:
         line = line.strip()
         if line and not line.startswith(b"#"):
             return line == port.VERSION.encode()
-    return text.startswith(b"# ICAT Export file")
+    return False
 
 
 reader = PortDumpFileReader

@@ -467,3 +467,27 @@ def test_sniffed_only_with_its_version_line(tmp_path):
     assert not sniff(b"%YAML 1.1\n# Date: x\n---\nuser:\n")
     assert not sniff(b"# Date: x\n---\n")
     assert not sniff(b"<?xml version='1.0'?>\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("# ICAT Export file written by simple/root\n2.0\n", "line 2: Version of file must be 1.0"),
+    ("1.0\n\nNoSuch(name:0)\n\"x\"\n", "line 3: NoSuch is not an ICAT entity"),
+    ("1.0\n\nFacility(daysUntilRelease:0,name:1)\n\"x\",\"F\"\n",
+     "line 4, Facility: Expected an integer value for column 0"),
+    ("1.0\n\nFacility(name:0)\n\"cut sh", "line 4, Facility: Unexpected character"),
+])
+def test_a_bad_export_file_is_one_line_and_nothing_ingested(tmp_path, text, message):
+    """An export file that icat.server would refuse: its one-line error
+    from check and ingest alike (a wrong version too: the header names
+    the format), and the catalogue unchanged."""
+    path = tmp_path / "bad.export"
+    path.write_text(text, encoding="utf-8")
+    proc = data_cli("check", path)
+    assert proc.returncode == 1 and message in proc.stdout + proc.stderr, proc
+    db = tmp_path / "c.db"
+    init_catalogue(str(db), "6.2")
+    proc = subprocess.run([sys.executable, "-m", "icatdump.cli.ingest", "-q", "-w", str(db),
+                           "-i", str(path)], capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert "nothing was ingested" in proc.stderr
